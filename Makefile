@@ -1,0 +1,38 @@
+# Quick start: `make run` renders the default example, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test install install-test bench docs clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch/torchvision are pinned here for a fast, reproducible set-up; pyproject.toml keeps ranges.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+install-test: $(TEST_STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/clipig examples/curly-spoon.yaml -o out/
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest
+
+docs: $(STAMP)
+	$(VENV)/bin/clipig docs -o docs/
+
+clean:
+	rm -rf $(VENV) out

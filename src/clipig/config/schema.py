@@ -1,0 +1,386 @@
+"""THE parameter registry: every parameter of an experiment, its type, default, variables and doc.
+
+`validate(data)` turns merged YAML data into a tree of `Node`s whose leaves are `Value`s;
+the reference documentation is generated from the same tree (`clipig.docs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .errors import ConfigError
+from .registry import CONSTRAINTS, TRANSFORMS, PluginSpec, Registry
+from .values import Param, Value, suggest
+
+TIME = ("time",)
+RES_TIME = ("resolution", "time")
+TRANSFORM_VARS = ("learnrate", "resolution", "time")
+FEATURE_VARS = ("learnrate", "resolution", "target_feature", "time")
+CONSTRAINT_VARS = ("learnrate", "resolution", "target_constraint", "time")
+
+
+def at_least(n):
+    return lambda v: None if all(x >= n for x in (v if isinstance(v, list) else [v])) else f"must be at least {n}"
+
+
+START_DOC = ("- an int number defines the time as epoch frame; a float number defines the time as ratio between "
+             "0.0 and 1.0, where 1.0 is the final epoch; a percent (e.g. `23.5%`) defines the time as percentage "
+             "of the number of epochs.")
+LOSS_DOC = ("The loss function used to calculate the difference (or error) between current and desired {what}. "
+            "`l1` or `mae`: mean absolute error. `l2` or `mse`: mean squared error, which produces a smaller loss "
+            "for small differences (below 1.0) and a larger loss for large differences.")
+
+
+def start_param(what: str) -> Param:
+    return Param("time", 0.0, doc=f"Start of {what}; inactive before this time. {START_DOC}")
+
+
+def end_param(what: str) -> Param:
+    return Param("time", 1.0, doc=f"End of {what}; inactive after this time. {START_DOC}")
+
+
+@dataclass
+class Section:
+    """A mapping of named parameters and sub-sections."""
+    doc: str
+    fields: dict[str, Any]
+    one_of: tuple[str, ...] = ()  # exactly one of these keys must be given
+
+
+@dataclass
+class ListOf:
+    """A list whose entries are all of the same section."""
+    item: Section
+    doc: str
+
+
+@dataclass
+class Plugins:
+    """A list of `{name: params}` entries from a registry, optionally with shared entry fields."""
+    registry: Registry
+    doc: str
+    extra: dict[str, Param] = field(default_factory=dict)
+    postproc: bool = False  # only resolution-keeping transforms
+
+
+class Node(dict):
+    """A validated section: name -> Value | Node | list | PluginEntry | None, with attribute access."""
+
+    def __init__(self, path: str, items: dict):
+        super().__init__(items)
+        self.path = path
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"{self.path or 'config'} has no parameter {name!r}") from None
+
+
+@dataclass
+class PluginEntry:
+    """One transform/constraint/postproc entry: the plugin, its parameters, and entry fields (start, end...)."""
+    spec: PluginSpec
+    params: Node
+    entry: Node
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def arguments(self, variables: dict, rng=None) -> dict:
+        return {k: (v(variables, rng) if isinstance(v, Value) else None) for k, v in self.params.items()}
+
+
+ENTRY_FIELDS = {
+    "active": Param("bool", True, doc="A boolean to turn the entry off during development without deleting it."),
+    "start": start_param("the entry"),
+    "end": end_param("the entry"),
+}
+
+
+def build_schema() -> Section:
+    """The tree of all parameters (transforms and constraints come from their registries)."""
+    import clipig.constraints  # noqa: F401  (fills CONSTRAINTS)
+    import clipig.transforms  # noqa: F401  (fills TRANSFORMS)
+
+    feature = Section("A feature to drive the image creation: a text or an image, converted to a CLIP feature.", {
+        "text": Param("str", doc="A word, sentence or paragraph that describes the desired image contents."),
+        "image": Param("str", doc="Path or URL of an image whose CLIP feature is the target. The image is resized "
+                       "to the CLIP input size, ignoring the aspect ratio. URLs are downloaded once and cached "
+                       "under the user cache (`~/.cache/clipig/img/<md5 of url>`)."),
+        "start": start_param("the feature"),
+        "end": end_param("the feature"),
+        "weight": Param("float", 1.0, groups=FEATURE_VARS, doc=(
+            "A weight to control the influence of the feature. Negative weights are allowed and roughly mean: "
+            "generate an image that is least like that feature.")),
+        "scale": Param("float", 1.0, groups=FEATURE_VARS, doc=(
+            "Multiplied with the similarity to yield the similarity used, e.g. for `select: best`.")),
+        "loss": Param("str", "cosine", groups=FEATURE_VARS, choices=("cosine", "l1", "l2"),
+                      aliases={"mae": "l1", "mse": "l2"}, doc=(
+            "The loss between current and desired feature. `cosine`: 1 - cosine similarity (CLIP was trained "
+            "with it, the default). `l1`/`mae`: mean absolute error of the feature vectors. `l2`/`mse`: mean "
+            "squared error.")),
+    }, one_of=("text", "image"))
+
+    target = Section("A target: features, transforms and constraints that drive the image.", {
+        "active": Param("bool", True, doc="A boolean to turn the target off without deleting it."),
+        "name": Param("str", "target", doc="The name of the target, shown in the statistics."),
+        "start": start_param("the whole target"),
+        "end": end_param("the whole target"),
+        "weight": Param("float", 1.0, groups=CONSTRAINT_VARS,
+                        doc="Multiplied with all the weights of features and constraints of this target."),
+        "batch_size": Param("int", 1, check=at_least(1), doc=(
+            "The number of randomly transformed views of the image shown to CLIP in one epoch. A larger batch "
+            "costs more per epoch but gives a steadier gradient; 100 epochs at batch size 10 are much faster "
+            "than 1000 epochs at batch size 1.")),
+        "select": Param("str", "all", choices=("all", "best", "worst", "mix"), doc=(
+            "How several features are used. `all`: all feature losses, multiplied by their weights, are added. "
+            "`best`: per view, only the feature with the highest (scaled) similarity is trained. `worst`: per "
+            "view, only the feature with the lowest similarity is trained, which spreads the training over all "
+            "features. `mix`: the features are averaged by their weights into one feature, which is then "
+            "compared with the view (using the loss of the first feature).")),
+        "feature_scale": Param("str", "equal", choices=("equal", "fair"), doc=(
+            "Initial scaling of each feature's similarity. `equal`: all factors are 1. `fair`: the factors are "
+            "set at the target's first epoch so that the initial image has the same similarity to every "
+            "feature (each factor is the mean similarity divided by the feature's similarity).")),
+        "features": ListOf(feature, "The features (texts or images) of the target."),
+        "transforms": Plugins(TRANSFORMS, "Transforms shape the views of the image before CLIP evaluates them. "
+                              "Each entry may also have `active`, `start` and `end`.", extra=ENTRY_FIELDS),
+        "constraints": Plugins(CONSTRAINTS, "Constraints add losses computed on the transformed views without "
+                               "CLIP (mean, saturation, blur, ...)."),
+    })
+
+    return Section("An experiment.", {
+        "verbose": Param("int", 2, doc="0 = silent, 1 = progress bar, 2 = progress and periodic statistics."),
+        "output": Param("str", "./", doc=(
+            "Directory (must end with `/`, the file is named after the last YAML file) or filename (must end "
+            "with `.png`) of the output. An existing file is never overwritten: a number is attached instead "
+            "(`demo.png`, `demo-1.png`, ...).")),
+        "snapshot_interval": Param("number", 20.0, check=at_least(0), doc=(
+            "Interval for saving the current image to the output file while training: a float is seconds, an "
+            "int is epochs, 0 disables snapshots.")),
+        "epochs": Param("int", 300, check=at_least(1), doc=(
+            "The number of training steps (each with every target's batch).")),
+        "start_epoch": Param("int", 0, check=at_least(0), doc=(
+            "Epochs to skip at the start; used to continue a run (e.g. by the GUI after config changes).")),
+        "seed": Param("int", doc=(
+            "Seed of all random numbers of the run. The same configuration and seed give the same image on the "
+            "same machine. Without it a seed is drawn and written to the sidecar YAML.")),
+        "resolution": Param("int", [224, 224], length=2, groups=TIME, check=at_least(1), doc=(
+            "Resolution of the image: one number for a square image or width and height. It may change during "
+            "training, e.g. `224 if t < .2 else 448`; `interpolation` is used to resize.")),
+        "interpolation": Param("str", "cubic", groups=TIME, choices=("nearest", "linear", "cubic"),
+                               aliases={"bilinear": "linear", "bicubic": "cubic"}, doc=(
+            "Filter used when resizing the training image: `nearest`, `linear` (bilinear) or `cubic` (bicubic).")),
+        "model": Param("str", "ViT-B/32", doc=(
+            "The CLIP model: an OpenAI name (`RN50`, `RN101`, `RN50x4`, `RN50x16`, `RN50x64`, `ViT-B/32`, "
+            "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, a path to a "
+            "local checkpoint (`ARCH:/path` to name its architecture), or `random:<architecture>` for random "
+            "weights (`random:tiny` is a very small CLIP for tests). Weights are downloaded to the user cache.")),
+        "device": Param("str", "auto", doc="`auto` (CUDA if available), `cpu`, `cuda`, `cuda:1`, ..."),
+        "precision": Param("str", "auto", choices=("auto", "fp32", "bf16", "fp16"), doc=(
+            "Arithmetic of the CLIP pass: `auto` is fp32 on CPU and mixed precision (fp16) on CUDA.")),
+        "learnrate": Param("float", 1.0, groups=RES_TIME, doc=(
+            "The learning rate of the optimizer, scaled per optimizer so that 1.0 means about the same step size "
+            "for each. Available to other expressions as `learnrate`/`lr`.")),
+        "learnrate_scale": Param("float", 1.0, groups=RES_TIME, doc=(
+            "A factor for the learning rate, handy as an expression like `1. - t`. Available to other "
+            "expressions as `learnrate_scale`/`lrs`.")),
+        "optimizer": Param("str", "adam", choices=("adam", "adamw", "sgd", "rmsprop", "adadelta"),
+                           aliases={"rmsprob": "rmsprop"}, doc=(
+            "The torch optimizer for the gradient descent: `adam`, `adamw`, `sgd`, `rmsprop` (also spelled "
+            "`rmsprob`) or `adadelta`.")),
+        "init": Section("How the pixels are initialised. Default is random pixels.", {
+            "resolution": Param("int", length=2, check=at_least(1), doc=(
+                "Resolution of the noise or loaded image before it is scaled to the training resolution "
+                "(e.g. `10` for a smooth, low-resolution noise).")),
+            "mean": Param("float", [0.5, 0.5, 0.5], length=3, doc=(
+                "The mean (brightness) of the initial pixel noise: one number for gray or three for RGB.")),
+            "std": Param("float", [0.1, 0.1, 0.1], length=3, check=at_least(0), doc=(
+                "The standard deviation of the initial pixel noise: one number or three for RGB.")),
+            "image": Param("str", doc="A file name of an image to start from, scaled to the resolution."),
+            "image_tensor": Param("list", doc=(
+                "A [C, H, W] nested list of pixel values in [0, 1] to start from (used by the GUI to continue "
+                "training after config changes).")),
+        }),
+        "targets": ListOf(target, "The targets that define the desired image."),
+        "postproc": Plugins(TRANSFORMS, "Post-processing: resolution-keeping transforms applied to the pixels "
+                            "directly after each training step, outside the gradient.",
+                            extra=ENTRY_FIELDS, postproc=True),
+    })
+
+
+_SCHEMA: Section | None = None
+
+
+def schema() -> Section:
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = build_schema()
+    return _SCHEMA
+
+
+def validate(data: dict) -> Node:
+    """Validate merged YAML data (a dict, possibly with `.locs` from the loader) into a Node tree."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"an experiment must be a mapping of parameters, got {type(data).__name__}")
+    return _section(schema(), data, "")
+
+
+def _loc(container, key):
+    locs = getattr(container, "locs", None)
+    if locs is None:
+        return None, None
+    try:
+        return locs[key]
+    except (KeyError, IndexError, TypeError):
+        return getattr(container, "loc", (None, None))
+
+
+def _child(path: str, key) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+
+
+def _located(fn, container, key):
+    try:
+        return fn()
+    except ConfigError as e:
+        raise e.located(*_loc(container, key)) from None
+
+
+def _section(section: Section, data: dict, path: str) -> Node:
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of parameters, got {data!r}", path)
+    for key in data:
+        if key not in section.fields:
+            raise ConfigError(f"unknown parameter {key!r}" + suggest(str(key), section.fields)
+                              + f"; known here: {', '.join(section.fields)}", _child(path, key)
+                              ).located(*_loc(data, key))
+    given = [k for k in section.one_of if data.get(k) is not None]
+    if section.one_of and len(given) != 1:
+        raise ConfigError(f"needs exactly one of {' or '.join(section.one_of)}"
+                          + (f", got {' and '.join(given)}" if given else ""), path
+                          ).located(*getattr(data, "loc", (None, None)))
+    items = {}
+    for name, spec in section.fields.items():
+        raw, sub = data.get(name), _child(path, name)
+        items[name] = _located(lambda: _field(spec, raw, sub), data, name)
+    return Node(path, items)
+
+
+def _field(spec, raw, path):
+    if isinstance(spec, Param):
+        if raw is None:
+            return None if spec.default is None else spec.parse(spec.default, path)
+        return spec.parse(raw, path)
+    if isinstance(spec, Section):
+        return _section(spec, {} if raw is None else raw, path)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"expected a list (entries starting with '-'), got {raw!r}", path)
+    if isinstance(spec, ListOf):
+        return [_located(lambda: _section(spec.item, item, _child(path, i)), raw, i) for i, item in enumerate(raw)]
+    return [_located(lambda: _plugin_entry(spec, item, _child(path, i)), raw, i) for i, item in enumerate(raw)]
+
+
+def _plugin_entry(plugins: Plugins, data, path: str) -> PluginEntry:
+    registry = plugins.registry
+    allowed = [n for n, s in registry.items() if s.keeps_resolution or not plugins.postproc]
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected an entry like '- {allowed[0]}: ...', got {data!r}; "
+                          f"available: {', '.join(allowed)}", path)
+    names = [k for k in data if k not in plugins.extra]
+    if len(names) != 1:
+        what = f"got {', '.join(map(str, names))}" if names else "got none"
+        raise ConfigError(f"each entry needs exactly one {registry.kind} name ({what}); "
+                          f"available: {', '.join(allowed)}", path).located(*getattr(data, "loc", (None, None)))
+    name = names[0]
+    if name not in registry:
+        raise ConfigError(f"unknown {registry.kind} {name!r}" + suggest(str(name), allowed)
+                          + f"; available: {', '.join(allowed)}", _child(path, name)).located(*_loc(data, name))
+    spec = registry[name]
+    if plugins.postproc and not spec.keeps_resolution:
+        raise ConfigError(f"{name!r} changes the resolution, so it cannot be used for post-processing; "
+                          f"available: {', '.join(allowed)}", _child(path, name)).located(*_loc(data, name))
+    params = _located(lambda: parse_plugin_params(spec, data[name], _child(path, name)), data, name)
+    entry = Node(path, {k: _located(lambda: _field(p, data.get(k), _child(path, k)), data, k)
+                        for k, p in plugins.extra.items()})
+    return PluginEntry(spec, params, entry, path)
+
+
+def parse_plugin_params(spec: PluginSpec, raw, path: str) -> Node:
+    """Parameters of one plugin entry; a non-mapping value is a shorthand (see the docs)."""
+    if spec.direct:
+        (name, param), = spec.params.items()
+        if raw is None and param.default is None:
+            raise ConfigError(f"needs a value ({param.type_text()})", path)
+        return Node(path, {name: _field(param, raw, path)})
+    if raw is None or isinstance(raw, dict):
+        return _plugin_mapping(spec, raw or {}, path)
+    try:
+        return _plugin_mapping(spec, {spec.first: raw}, path)
+    except ConfigError as first_error:
+        from .values import split_items
+        items = raw if isinstance(raw, list) else split_items(str(raw))
+        if 1 < len(items) <= len(spec.params):  # positional shorthand: one value per parameter, in order
+            try:
+                return _plugin_mapping(spec, dict(zip(spec.params, items)), path)
+            except ConfigError:
+                pass
+        raise first_error
+
+
+def _plugin_mapping(spec: PluginSpec, raw: dict, path: str) -> Node:
+    for key in raw:
+        if key not in spec.params:
+            raise ConfigError(f"unknown parameter {key!r} of {spec.name}" + suggest(str(key), spec.params)
+                              + f"; known: {', '.join(spec.params)}", _child(path, key)).located(*_loc(raw, key))
+    items = {}
+    for name, param in spec.params.items():
+        sub = _child(path, name)
+        if raw.get(name) is None and param.required:
+            raise ConfigError(f"{spec.name} needs {name!r} ({param.type_text()})", sub
+                              ).located(*getattr(raw, "loc", (None, None)))
+        items[name] = _located(lambda: _field(param, raw.get(name), sub), raw, name)
+    return Node(path, items)
+
+
+def walk(section: Section | None = None, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """All (path, declaration) pairs in reference order, e.g. ('targets.transforms.blur.sigma', Param)."""
+    for name, spec in (section or schema()).fields.items():
+        path = _child(prefix, name)
+        yield path, spec
+        if isinstance(spec, Section):
+            yield from walk(spec, path)
+        elif isinstance(spec, ListOf):
+            yield from walk(spec.item, path)
+        elif isinstance(spec, Plugins):
+            for pname, param in spec.extra.items():
+                yield _child(path, pname), param
+            for pname, plugin in spec.registry.items():
+                if spec.postproc and not plugin.keeps_resolution:
+                    continue
+                yield _child(path, pname), plugin
+                if not plugin.direct:
+                    for param_name, param in plugin.params.items():
+                        yield _child(_child(path, pname), param_name), param
+
+
+def to_data(node) -> Any:
+    """The validated tree back as plain YAML data, with every default filled in (for the sidecar file)."""
+    if isinstance(node, Value):
+        return node.raw
+    if isinstance(node, PluginEntry):
+        params = node.params
+        value = (to_data(next(iter(params.values()))) if node.spec.direct
+                 else {k: to_data(v) for k, v in params.items() if v is not None})
+        return {node.name: value, **{k: to_data(v) for k, v in node.entry.items() if v is not None}}
+    if isinstance(node, dict):
+        return {k: to_data(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [to_data(v) for v in node]
+    return node

@@ -1,0 +1,186 @@
+"""The training loop. It only orchestrates: schedule -> views -> one CLIP pass -> losses -> step ->
+post-processing -> events. The CLI, the GUI, the batch tools and the tests are listeners of its events."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config.errors import ConfigError
+from .config.expressions import learnrate_variables, resolution_variables, time_variables
+from .pixels import Pixels, initial_pixels
+from .targets import Target, entry_active
+
+# Base learning rates: `learnrate: 1.0` means about the same step size for every optimizer.
+OPTIMIZERS = {
+    "adam": (torch.optim.Adam, 0.01, {}),
+    "adamw": (torch.optim.AdamW, 0.01, {}),
+    "sgd": (torch.optim.SGD, 10.0, {}),
+    "rmsprop": (torch.optim.RMSprop, 0.005, {"centered": True, "momentum": 0.1}),
+    "adadelta": (torch.optim.Adadelta, 20.0, {}),
+}
+
+
+@dataclass
+class Event:
+    """What listeners receive: kind is start | epoch | end."""
+    kind: str
+    engine: "Engine"
+    epoch: int
+    data: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Runs one experiment (a validated config Node) epoch by epoch and tells its listeners."""
+
+    def __init__(self, config, critic=None, listeners: list[Callable[[Event], Any]] = ()):
+        from .critic import load_critic, resolve_device
+        self.config = config
+        self.listeners = list(listeners)
+        self.seed = config.seed() if config.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+        self.device = resolve_device(config.device()) if critic is None else critic.device
+        self.critic = critic or load_critic(config.model(), self.device)
+        self.epochs = config.epochs()
+        self.epoch = config.start_epoch()
+        self.expr_rng = random.Random(self.seed)
+        self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.stop_requested = threading.Event()
+        self.started_at: float | None = None
+        self.epochs_done = 0
+        self.loss: torch.Tensor | None = None
+        self.targets = [Target(t, i, self.critic, self.device) for i, t in enumerate(config.targets)]
+        variables = self.variables(self.epoch)
+        resolution = config.resolution(variables)
+        init_rng = torch.Generator().manual_seed(self.seed)
+        pixels = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
+        self.pixels = Pixels(pixels).to(self.device)
+        self.optimizer = self._optimizer()
+        self.autocast = self._autocast(config.precision())
+
+    # --- set-up helpers -------------------------------------------------------------------------------------
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cls, base, extra = OPTIMIZERS[self.config.optimizer()]
+        self.base_learnrate = base
+        return cls(self.pixels.parameters(), lr=base, **extra)
+
+    def _autocast(self, precision: str):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if precision == "auto" and self.device.type == "cuda":
+            dtype = torch.float16
+        if dtype is None:
+            return contextlib.nullcontext
+        if self.device.type == "cpu" and dtype == torch.float16:
+            raise ConfigError("fp16 is only available on CUDA; use bf16 or fp32 on the CPU", "precision")
+        return lambda: torch.autocast(self.device.type, dtype=dtype)
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def variables(self, epoch: int) -> dict:
+        """Time variables (and `epochs`) of an epoch."""
+        return {**time_variables(epoch, self.epochs), "epochs": self.epochs}
+
+    def emit(self, kind: str, **data) -> None:
+        event = Event(kind, self, self.epoch, data)
+        for listener in self.listeners:
+            listener(event)
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current epoch (thread-safe)."""
+        self.stop_requested.set()
+
+    def run(self) -> str:
+        """Train until `epochs` or a stop; returns the reason: done | stopped | interrupted."""
+        self.started_at = time.monotonic()
+        self.emit("start")
+        reason = "done"
+        try:
+            while self.epoch < self.epochs:
+                if self.stop_requested.is_set():
+                    reason = "stopped"
+                    break
+                self.step()
+                self.epoch += 1
+                self.epochs_done += 1
+                self.emit("epoch", loss=self.loss)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            self.emit("end", reason=reason)
+            raise
+        self.emit("end", reason=reason)
+        return reason
+
+    def step(self) -> None:
+        """One epoch: views of all active targets through CLIP in one batch, losses, optimizer step, postproc."""
+        config, epoch = self.config, self.epoch
+        variables = self.variables(epoch)
+        if not config.resolution.is_constant or not config.interpolation.is_constant:
+            if self.pixels.resize(*config.resolution(variables), config.interpolation(variables)):
+                self.optimizer = self._optimizer()
+        variables.update(resolution_variables(*self.pixels.resolution))
+        learnrate = config.learnrate(variables)
+        learnrate_scale = config.learnrate_scale(variables)
+        variables.update(learnrate_variables(learnrate, learnrate_scale))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_learnrate * learnrate * learnrate_scale
+
+        active = [t for t in self.targets if t.is_active(epoch, self.epochs)]
+        pixels = self.pixels.data
+        size = self.critic.input_size
+        views = [t.views(pixels, variables, self.rng, self.expr_rng) for t in active]
+        clip_views = [v if v.shape[-2:] == (size, size) else
+                      F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views]
+        loss = pixels.new_zeros(())
+        if active:
+            with self.autocast():
+                features = self.critic.encode_image(torch.cat(clip_views)).float()
+            offset = 0
+            for target, v in zip(active, views):
+                n = v.shape[0]
+                loss = loss + target.loss(features[offset:offset + n], v, variables, self.rng, self.expr_rng)
+                offset += n
+            self.optimizer.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+                self.optimizer.step()
+        self.loss = loss.detach()
+        self.postprocess(variables)
+
+    def postprocess(self, variables: dict) -> None:
+        entries = [e for e in self.config.postproc if entry_active(e, variables)]
+        if not entries:
+            return
+        with torch.no_grad():
+            image = self.pixels.data[None]
+            for entry in entries:
+                args = entry.arguments(variables, self.expr_rng)
+                if entry.spec.random:
+                    args["rng"] = self.rng
+                image = entry.spec.fn(image, **args)
+            self.pixels.data.copy_(image[0])
+
+    # --- what listeners read --------------------------------------------------------------------------------
+
+    def image(self) -> torch.Tensor:
+        """The current image [3, H, W] in [0, 1] on the CPU."""
+        return self.pixels.image()
+
+    def statistics(self, window: bool = False) -> list[dict]:
+        """Per-target statistics (since the start, or since the last `window` read, which resets it)."""
+        result = [t.statistics(t.window if window else t.total) for t in self.targets]
+        if window:
+            for t in self.targets:
+                t.reset_window()
+        return result
+
+    @property
+    def runtime(self) -> float:
+        return 0.0 if self.started_at is None else time.monotonic() - self.started_at

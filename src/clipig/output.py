@@ -1,0 +1,122 @@
+"""Output files: naming that never overwrites, atomic PNG writes, the sidecar YAML, snapshots."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from .config.errors import ConfigError
+from .config.schema import to_data
+from .report import duration, statistics_table
+
+
+def output_path(output: str, config_name: str | None) -> Path:
+    """The wanted image path: `dir/` + the config's name, or a `.png` file name."""
+    if output.endswith(("/", os.sep)):
+        return Path(output) / f"{Path(config_name).stem if config_name else 'clipig'}.png"
+    if output.lower().endswith(".png"):
+        return Path(output)
+    raise ConfigError(f"must be a directory ending with '/' or a file name ending with '.png', got {output!r}",
+                      "output")
+
+
+def reserve(path: Path) -> Path:
+    """Create (empty) and return the first free name of `name.png`, `name-1.png`, `name-2.png`, ...
+    Creation is exclusive, so parallel runs never pick the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem, n = path.stem, 0
+    while True:
+        candidate = path.with_name(f"{stem}{'-' + str(n) if n else ''}{path.suffix}")
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        with __import__("contextlib").suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    atomic_write(path, lambda f: to_pil(image).save(f, format="PNG"))
+
+
+def sidecar_text(config, engine=None, reason: str = "done") -> str:
+    """The complete configuration (every default filled in) with a comment header about the run."""
+    data = to_data(config)
+    data.get("init", {}).pop("image_tensor", None)
+    header = [f"CLIPig run of {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
+    if engine is not None:
+        data["seed"] = engine.seed
+        done = engine.epochs_done
+        per = engine.runtime / done if done else 0.0
+        state = f"interrupted at epoch {engine.epoch}" if reason != "done" else "finished"
+        header += [f"{state}: {engine.epoch} of {engine.epochs} epochs ({done} in this run)",
+                   f"runtime: {duration(engine.runtime)} ({per:.3f}s per epoch)", "",
+                   *statistics_table(engine.statistics()).splitlines()]
+        if engine.config.init.image_tensor is not None:
+            header.append("(init.image_tensor was given and is not repeated here)")
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+    return "".join(f"# {line}".rstrip() + "\n" for line in header) + "\n" + body
+
+
+def write_sidecar(path: Path, text: str) -> bool:
+    """Write the sidecar only if it does not exist yet; True if written."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
+class OutputWriter:
+    """Listener that writes the image: snapshots while training, the image and sidecar at the end."""
+
+    def __init__(self, config, wanted: Path):
+        self.config, self.wanted = config, wanted
+        self.path: Path | None = None
+        interval = config.snapshot_interval()
+        self.every_epochs = interval if isinstance(interval, int) else 0
+        self.every_seconds = interval if isinstance(interval, float) else 0.0
+        self.last_time = time.monotonic()
+
+    def __call__(self, event) -> None:
+        engine = event.engine
+        if event.kind == "start":
+            self.path = reserve(self.wanted)
+            save_png(engine.image(), self.path)
+            self.last_time = time.monotonic()
+        elif event.kind == "epoch" and self.path is not None:
+            due = (self.every_epochs and engine.epochs_done % self.every_epochs == 0) or (
+                self.every_seconds and time.monotonic() - self.last_time >= self.every_seconds)
+            if due:
+                save_png(engine.image(), self.path)
+                self.last_time = time.monotonic()
+        elif event.kind == "end" and self.path is not None:
+            save_png(engine.image(), self.path)
+            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(engine.config, engine, event.data["reason"]))

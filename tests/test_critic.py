@@ -1,0 +1,329 @@
+import hashlib
+import io
+import logging
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+from PIL import Image
+
+from clipig import critic
+from clipig.critic import ImageError, ModelError
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A private cache dir and a fresh critic cache for every test; no real network."""
+    monkeypatch.setenv("CLIPIG_CACHE", str(tmp_path / "cache"))
+    critic.clear_cache()
+    yield tmp_path / "cache"
+    critic.clear_cache()
+
+
+@pytest.fixture
+def tiny():
+    return critic.load_critic("random:tiny")
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+
+def serve(monkeypatch, payloads: dict) -> list:
+    """Patch urlopen to serve `payloads` (url -> bytes or exception); returns the list of requested urls."""
+    calls = []
+
+    def urlopen(request, timeout=None):
+        url = getattr(request, "full_url", request)
+        calls.append(url)
+        payload = payloads.get(url, urllib.error.URLError("no network in tests"))
+        if isinstance(payload, Exception):
+            raise payload
+        return FakeResponse(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return calls
+
+
+def png_bytes(color=(255, 0, 0), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tiny_checkpoint() -> bytes:
+    """An OpenAI-format state dict of the tiny CLIP (what a downloaded ViT-B-32.pt would contain)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = critic._tiny_clip()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- loading
+
+def test_random_weights_are_deterministic_and_leave_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = critic.load_critic("random:tiny")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert critic.load_critic("random:tiny") is first  # cached per (name, device)
+    critic.clear_cache()
+    second = critic.load_critic("random:tiny")
+    assert second is not first
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_tiny_attributes(tiny):
+    assert (tiny.name, tiny.device, tiny.input_size, tiny.embed_dim) == ("random:tiny", torch.device("cpu"), 224, 32)
+    assert not tiny.model.training
+    assert not any(p.requires_grad for p in tiny.model.parameters())
+
+
+def test_random_openai_arch_without_warning_noise(caplog):
+    with caplog.at_level(logging.WARNING):
+        model = critic.load_critic("random:ViT-B/32")
+    assert (model.input_size, model.embed_dim) == (224, 512)
+    assert not any("No pretrained weights" in r.getMessage() for r in caplog.records)
+
+
+def test_unknown_model_names_suggest_close_matches():
+    with pytest.raises(ModelError, match="ViT-B/32"):
+        critic.load_critic("ViT-B/33")
+    with pytest.raises(ModelError, match="laion2b_s34b_b79k"):
+        critic.load_critic("ViT-B-32/laion2b_s34b_b79")
+    with pytest.raises(ModelError, match="pretrained tag"):
+        critic.load_critic("ViT-B-32")
+    with pytest.raises(ModelError, match="random:ViT-B-32"):
+        critic.load_critic("random:ViT-B-33")
+
+
+def test_resolve_device():
+    assert critic.resolve_device("cpu") == torch.device("cpu")
+    assert critic.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ModelError, match="auto, cpu, cuda"):
+        critic.resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            critic.resolve_device("cuda:1")
+
+
+def test_local_checkpoints(tmp_path):
+    path = tmp_path / "ViT-B-32.pt"
+    path.write_bytes(tiny_checkpoint())
+    model = critic.load_critic(str(path))
+    assert model.embed_dim == 32
+    other = tmp_path / "weights.pt"
+    other.write_bytes(path.read_bytes())
+    with pytest.raises(ModelError, match="ARCH:/path"):
+        critic.load_critic(str(other))
+    with pytest.raises(ModelError, match="not found"):
+        critic.load_critic(str(tmp_path / "missing.pt"))
+    with pytest.raises(ModelError, match="not found"):
+        critic.load_critic(f"ViT-B-32:{tmp_path / 'missing.safetensors'}")
+
+
+def test_open_clip_checkpoints_are_routed_to_create_model(tmp_path, monkeypatch):
+    import open_clip
+
+    calls = []
+    monkeypatch.setattr(open_clip, "create_model", lambda arch, pretrained=None, device="cpu", **kw:
+                        calls.append((arch, pretrained)) or critic._tiny_clip())
+    explicit = tmp_path / "weights.safetensors"
+    inferred = tmp_path / "ViT-B-16-quickgelu_finetuned.pt"
+    for path in (explicit, inferred):
+        path.write_bytes(b"fake")
+    critic.load_critic(f"ViT-L-14:{explicit}")
+    critic.load_critic(str(inferred))
+    assert calls == [("ViT-L-14", str(explicit)), ("ViT-B-16-quickgelu", str(inferred))]
+
+
+def test_torchscript_detection(tmp_path):
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "jit.pt"))
+    torch.save({"w": torch.zeros(1)}, tmp_path / "state.pt")
+    assert critic._is_torchscript(tmp_path / "jit.pt")
+    assert not critic._is_torchscript(tmp_path / "state.pt")
+
+
+# ---------------------------------------------------------------- downloads
+
+def test_offline_download_gives_helpful_error(monkeypatch, cache):
+    serve(monkeypatch, {})
+    with pytest.raises(ModelError) as info:
+        critic.load_critic("ViT-B/32")
+    message = str(info.value)
+    for part in ("'ViT-B/32'", "no network in tests", str(cache / "models"), "--model /path/to/ViT-B-32.pt",
+                 "random:ViT-B/32"):
+        assert part in message
+    assert not list((cache / "models").iterdir())
+
+
+def test_checksum_mismatch_leaves_no_file(monkeypatch, tmp_path):
+    url = "https://example.com/clip/models/" + "0" * 64 + "/ViT-B-32.pt"
+    serve(monkeypatch, {url: b"not the weights"})
+    with pytest.raises(ModelError, match="Checksum mismatch"):
+        critic.download(url, tmp_path / "models" / "ViT-B-32.pt", critic._expected_sha256(url))
+    assert not list((tmp_path / "models").iterdir())
+
+
+def test_expected_sha256():
+    sha = "ab" * 32
+    assert critic._expected_sha256(f"https://openaipublic.azureedge.net/clip/models/{sha}/RN50.pt") == sha
+    url = "https://github.com/mlfoundations/open_clip/releases/download/v0.2-weights/rn50-quickgelu-cc12m-f000538c.pt"
+    assert critic._expected_sha256(url) == "f000538c"
+    assert critic._expected_sha256("https://dl.fbaipublicfiles.com/MMPT/metaclip/b32_400m.pt") is None
+
+
+def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
+    class Broken(FakeResponse):
+        def read(self, n=-1):
+            raise ConnectionResetError("connection lost")
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout=None: Broken(b"x" * 10))
+    with pytest.raises(ConnectionResetError):
+        critic.download("https://example.com/file.pt", tmp_path / "file.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_fake_download_lands_atomically_and_is_reused(monkeypatch, cache):
+    data = tiny_checkpoint()
+    sha = hashlib.sha256(data).hexdigest()
+    url = f"https://openaipublic.example/clip/models/{sha}/ViT-B-32.pt"
+    monkeypatch.setattr(critic, "_pretrained_cfg", lambda arch, tag: {"url": url})
+    calls = serve(monkeypatch, {url: data})
+    first = critic.load_critic("ViT-B/32")
+    assert calls == [url]
+    assert first.embed_dim == 32
+    assert [p.name for p in (cache / "models").iterdir()] == ["ViT-B-32.pt"]
+    assert (cache / "models" / "ViT-B-32.pt").read_bytes() == data
+    assert {"name": "ViT-B/32", "source": "openai", "cached": True} in critic.known_models()
+
+    critic.clear_cache()
+    serve(monkeypatch, {})  # offline now: the cached file must be used
+    second = critic.load_critic("ViT-B/32")
+    assert torch.equal(first.encode_text(["a cat"]), second.encode_text(["a cat"]))
+
+
+def test_known_models():
+    models = critic.known_models()
+    names = {m["name"]: m for m in models}
+    assert names["ViT-L/14@336px"] == {"name": "ViT-L/14@336px", "source": "openai", "cached": False}
+    assert names["ViT-B-32/laion2b_s34b_b79k"]["source"] == "open_clip"
+    assert names["random:tiny"]["cached"]
+    assert "ViT-B-32/openai" not in names
+
+
+# ---------------------------------------------------------------- encoding
+
+def test_gradient_flows_to_pixels_only(tiny):
+    pixels = torch.rand(2, 3, 224, 224, requires_grad=True)
+    features = tiny.encode_image(pixels)
+    assert features.shape == (2, 32) and features.dtype == torch.float32
+    features.sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny.model.parameters())
+
+
+def test_encode_image_normalises_and_resizes(tiny):
+    pixels = torch.rand(1, 3, 224, 224)
+    mean = torch.tensor(critic.OPENAI_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(critic.OPENAI_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(tiny.encode_image(pixels), tiny.model.encode_image((pixels - mean) / std), atol=1e-5)
+        small = torch.rand(3, 3, 100, 120)
+        assert tiny.encode_image(small).shape == (3, 32)
+
+
+def test_forward_backward_is_fast(tiny):
+    pixels = torch.rand(4, 3, 224, 224, requires_grad=True)
+    tiny.encode_image(pixels).sum().backward()  # warm-up
+    start = time.perf_counter()
+    for _ in range(5):
+        tiny.encode_image(pixels).sum().backward()
+    assert (time.perf_counter() - start) / 5 < 0.5  # typically ~10 ms; generous for loaded CI machines
+
+
+def test_encode_text_is_cached(tiny, monkeypatch):
+    calls = []
+    original = tiny.model.encode_text
+    monkeypatch.setattr(tiny.model, "encode_text", lambda tokens: calls.append(len(tokens)) or original(tokens))
+    first = tiny.encode_text(["a cat", "a dog", "a cat"])
+    assert first.shape == (3, 32) and not first.requires_grad
+    assert torch.equal(first[0], first[2]) and not torch.equal(first[0], first[1])
+    second = tiny.encode_text(["a dog", "a cat"])
+    assert calls == [2]
+    assert torch.equal(second, first[[1, 0]])
+    assert tiny.encode_text([]).shape == (0, 32)
+
+
+def test_similarity(tiny):
+    images = tiny.encode_image(torch.rand(3, 3, 224, 224))
+    texts = tiny.encode_text(["a", "b", "c", "d"])
+    sim = tiny.similarity(images, texts)
+    assert sim.shape == (3, 4)
+    assert sim.abs().max() <= 100.0 + 1e-3
+    assert torch.allclose(tiny.similarity(texts, texts).diagonal(), torch.full((4,), 100.0))
+
+
+# ---------------------------------------------------------------- images
+
+def test_load_image(tmp_path):
+    path = tmp_path / "red.png"
+    path.write_bytes(png_bytes((255, 0, 0), (40, 30)))
+    image = critic.load_image(str(path))
+    assert image.shape == (3, 30, 40) and image.dtype == torch.float32
+    assert torch.allclose(image[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert critic.load_image(str(path), 16).shape == (3, 16, 16)
+    assert critic.load_image(str(path), (20, 10)).shape == (3, 10, 20)
+    Image.new("L", (8, 8), 128).save(tmp_path / "gray.png")
+    assert critic.load_image(str(tmp_path / "gray.png")).shape == (3, 8, 8)
+
+
+def test_load_image_errors(tmp_path):
+    with pytest.raises(ImageError, match="not found.*nope.png"):
+        critic.load_image(str(tmp_path / "nope.png"))
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ValueError, match="Could not read image"):
+        critic.load_image(str(tmp_path / "text.png"))
+    assert issubclass(ImageError, ModelError)
+
+
+def test_url_images_are_cached(tiny, monkeypatch, cache):
+    url = "https://example.com/cat.png"
+    calls = serve(monkeypatch, {url: png_bytes((0, 0, 255))})
+    image = critic.load_image(url, 32)
+    assert image.shape == (3, 32, 32) and image[2].min() == 1.0
+    assert (cache / "img" / hashlib.md5(url.encode()).hexdigest()).is_file()
+    features = tiny.encode_image_files([url, url])
+    assert features.shape == (2, 32) and torch.equal(features[0], features[1])
+    assert calls == [url]
+    assert torch.equal(tiny.encode_image_files([url]), features[:1])
+    assert calls == [url]
+
+
+def test_url_image_errors(monkeypatch, cache):
+    big, html = "https://example.com/big.png", "https://example.com/page.png"
+    serve(monkeypatch, {big: b"x" * 2000, html: b"<html></html>"})
+    monkeypatch.setattr(critic, "IMAGE_MAX_BYTES", 1000)
+    with pytest.raises(ImageError, match="larger than"):
+        critic.load_image(big)
+    with pytest.raises(ImageError, match="Could not read image"):
+        critic.load_image(html)
+    with pytest.raises(ImageError, match="no network"):
+        critic.load_image("https://example.com/offline.png")
+    assert not list((cache / "img").iterdir())
+
+
+def test_encode_image_files_matches_encode_image(tiny, tmp_path):
+    path = tmp_path / "img.png"
+    path.write_bytes(png_bytes((10, 200, 30), (50, 70)))
+    features = tiny.encode_image_files([str(path)])
+    with torch.no_grad():
+        expected = tiny.encode_image(critic.load_image(str(path), 224)[None])
+    assert torch.allclose(features, expected)
