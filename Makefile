@@ -18,8 +18,14 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(TEST_STAMP): $(STAMP)
-	$(PIP) install -q -e '.[test]'
+# Browser tests drive Debian's Chromium through Playwright (no browser download by Playwright).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+$(TEST_STAMP): $(STAMP) | $(CHROMIUM)
+	$(PIP) install -q -e '.[test,ray]'
 	touch $@
 
 install: $(STAMP)

@@ -144,6 +144,7 @@ def test_open_clip_checkpoints_are_routed_to_create_model(tmp_path, monkeypatch)
     assert calls == [("ViT-L-14", str(explicit)), ("ViT-B-16-quickgelu", str(inferred))]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_torchscript_detection(tmp_path):
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "jit.pt"))
     torch.save({"w": torch.zeros(1)}, tmp_path / "state.pt")

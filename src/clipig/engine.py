@@ -133,26 +133,27 @@ class Engine:
             group["lr"] = self.base_learnrate * learnrate * learnrate_scale
 
         active = [t for t in self.targets if t.is_active(epoch, self.epochs)]
-        pixels = self.pixels.data
-        size = self.critic.input_size
-        views = [t.views(pixels, variables, self.rng, self.expr_rng) for t in active]
-        clip_views = [v if v.shape[-2:] == (size, size) else
-                      F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views]
-        loss = pixels.new_zeros(())
-        if active:
-            with self.autocast():
-                features = self.critic.encode_image(torch.cat(clip_views)).float()
-            offset = 0
-            for target, v in zip(active, views):
-                n = v.shape[0]
-                loss = loss + target.loss(features[offset:offset + n], v, variables, self.rng, self.expr_rng)
-                offset += n
-            self.optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                loss.backward()
-                self.optimizer.step()
+        views = [t.views(self.pixels.data, variables, self.rng, self.expr_rng) for t in active]
+        critiqued = [v for t, v in zip(active, views) if t.active_features(epoch, self.epochs)]
+        features = iter(self.critique(critiqued).split([v.shape[0] for v in critiqued]) if critiqued else ())
+        loss = self.pixels.data.new_zeros(())
+        for target, v in zip(active, views):
+            f = next(features) if target.active_features(epoch, self.epochs) else None
+            loss = loss + target.loss(f, v, variables, self.rng, self.expr_rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            self.optimizer.step()
         self.loss = loss.detach()
         self.postprocess(variables)
+
+    def critique(self, views: list) -> "torch.Tensor":
+        """CLIP features of all views in one batch (views not at the CLIP input size are resized to it)."""
+        size = self.critic.input_size
+        batch = torch.cat([v if v.shape[-2:] == (size, size) else
+                           F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views])
+        with self.autocast():
+            return self.critic.encode_image(batch).float()
 
     def postprocess(self, variables: dict) -> None:
         entries = [e for e in self.config.postproc if entry_active(e, variables)]

@@ -73,8 +73,8 @@ def sidecar_text(config, engine=None, reason: str = "done") -> str:
         data["seed"] = engine.seed
         done = engine.epochs_done
         per = engine.runtime / done if done else 0.0
-        state = f"interrupted at epoch {engine.epoch}" if reason != "done" else "finished"
-        header += [f"{state}: {engine.epoch} of {engine.epochs} epochs ({done} in this run)",
+        state = "finished:" if reason == "done" else f"{reason} at epoch"
+        header += [f"{state} {engine.epoch} of {engine.epochs} epochs ({done} in this run)",
                    f"runtime: {duration(engine.runtime)} ({per:.3f}s per epoch)", "",
                    *statistics_table(engine.statistics()).splitlines()]
         if engine.config.init.image_tensor is not None:

@@ -78,6 +78,9 @@ class Target:
         return self.node.active() and bool(self.features or self.constraints) and is_active(
             self.node.start(), self.node.end(), epoch, epochs)
 
+    def active_features(self, epoch: int, epochs: int) -> list[int]:
+        return [i for i, f in enumerate(self.features) if is_active(f.start(), f.end(), epoch, epochs)]
+
     def views(self, pixels: torch.Tensor, variables: dict, rng: torch.Generator, expr_rng) -> torch.Tensor:
         """The batch of transformed views of the [3, H, W] pixels."""
         batch = self.node.batch_size(variables)
@@ -93,19 +96,23 @@ class Target:
             views = entry.spec.fn(views, **args)
         return views.expand(batch, -1, -1, -1) if views.shape[0] != batch else views
 
-    def loss(self, features: torch.Tensor, views: torch.Tensor, variables: dict, rng, expr_rng) -> torch.Tensor:
-        """The weighted loss of this target for its views' CLIP `features` [B, D]; updates the statistics."""
+    def loss(self, features, views: torch.Tensor, variables: dict, rng, expr_rng) -> torch.Tensor:
+        """The weighted loss of this target for its views and their CLIP `features` [B, D] (None when no
+        feature is active); updates the statistics."""
         epoch, epochs = variables["epoch"], variables["epochs"]
-        active = [i for i, f in enumerate(self.features) if is_active(f.start(), f.end(), epoch, epochs)]
-        cos = F.normalize(features.float(), dim=-1) @ self.normed.T  # [B, F]
+        active = self.active_features(epoch, epochs)
+        if features is None:
+            cos = views.new_zeros(views.shape[0], len(self.features))
+        else:
+            cos = F.normalize(features.float(), dim=-1) @ self.normed.T  # [B, F]
         sim = cos * 100.0
         detached = sim.detach()
-        if self.fair is None and self.node.feature_scale() == "fair" and len(self.features):
+        if self.fair is None and features is not None and self.node.feature_scale() == "fair" and len(self.features):
             mean_sim = detached.mean(0)
             self.fair = torch.where(mean_sim.abs() > 1e-6, mean_sim.mean() / mean_sim, torch.ones_like(mean_sim))
         target_vars = {**variables, **similarity_variables(_mean_item(detached, active, self.uses_sim))}
         target_weight = self.node.weight(target_vars)
-        total = features.new_zeros((), dtype=torch.float32)
+        total = views.new_zeros((), dtype=torch.float32)
         count = len(self.constraints)
         constraint_losses = torch.zeros(1, max(count, 1), device=self.device)
         constraint_mask = torch.zeros(1, max(count, 1), device=self.device)

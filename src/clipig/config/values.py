@@ -125,10 +125,10 @@ class Param:
         return [self._item(p, path) for p in parts]
 
     def _item(self, item: Any, path: str):
-        if not isinstance(item, str):
-            return item
-        number = _number(item)
+        number = item if not isinstance(item, str) else _number(item)
         if number is not None:
+            if self.type == "int" and isinstance(number, float) and not number.is_integer():
+                raise ConfigError(f"expected whole numbers, got {number!r}", path)
             return number
         try:
             expr = compile_expression(item)

@@ -1,0 +1,28 @@
+"""Shared fixtures: the tiny random CLIP and a helper to run small experiments."""
+
+import pytest
+import torch
+
+from clipig.config.loader import load
+from clipig.critic import load_critic
+from clipig.engine import Engine
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path_factory, monkeypatch):
+    """Keep every test away from the real ~/.cache."""
+    monkeypatch.setenv("CLIPIG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return load_critic("random:tiny", "cpu")
+
+
+def make_engine(text: str, critic, *overrides: str, listeners=()) -> Engine:
+    """An Engine for YAML `text` (model random:tiny, cpu, verbose 0, seed 0 unless overridden)."""
+    config = load(texts=[text], overrides=["model=random:tiny", "device=cpu", "verbose=0", "seed=0",
+                                           *overrides])
+    return Engine(config, critic=critic, listeners=list(listeners))

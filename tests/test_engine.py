@@ -1,0 +1,234 @@
+"""The training loop: real properties with the tiny random CLIP and fixed seeds."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import make_engine
+
+SPOON = """
+epochs: {epochs}
+resolution: 64
+targets:
+  - batch_size: {batch}
+    features:
+      - text: a curly spoon
+        weight: {weight}
+    transforms:
+      - random_rotate:
+          degree: -5 5
+      - noise: 0.02
+"""
+
+
+def similarity_to(engine, text: str) -> float:
+    """CLIP similarity of the current image (resized to the critic input) to `text`."""
+    critic = engine.critic
+    image = F.interpolate(engine.image()[None], size=(critic.input_size,) * 2, mode="bilinear")
+    with torch.no_grad():
+        return float(critic.similarity(critic.encode_image(image), critic.encode_text([text]))[0, 0])
+
+
+def test_feature_loss_falls(tiny):
+    engine = make_engine(SPOON.format(epochs=50, batch=2, weight=1.0), tiny)
+    losses = []
+    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.run()
+    assert len(losses) == 50
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+
+
+@pytest.mark.parametrize("weight, direction", [(1.0, 1), (-1.0, -1)])
+def test_weight_sign_moves_similarity(tiny, weight, direction):
+    engine = make_engine(SPOON.format(epochs=30, batch=2, weight=weight), tiny)
+    before = similarity_to(engine, "a curly spoon")
+    engine.run()
+    after = similarity_to(engine, "a curly spoon")
+    assert (after - before) * direction > 1.0
+
+
+def test_select_best_trains_only_the_best_feature_and_counts_it(tiny):
+    text = """
+epochs: 1
+resolution: 32
+targets:
+  - batch_size: 6
+    select: best
+    features:
+      - text: a curly spoon
+      - text: a red apple
+      - text: the sea
+    transforms:
+      - random_shift: 0 1
+      - noise: 0.3
+"""
+    engine = make_engine(text, tiny)
+    seen = []
+    encode = tiny.encode_image
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tiny, name)
+
+        def encode_image(self, images):
+            features = encode(images)
+            seen.append(features.detach())
+            return features
+
+    engine.critic = Spy()
+    engine.run()
+    target = engine.targets[0]
+    sims = F.normalize(seen[0], dim=-1) @ target.normed.T
+    expected = torch.bincount(sims.argmax(1), minlength=3).tolist()
+    stats = engine.statistics()[0]["features"]
+    assert [f["count"] for f in stats] == expected
+    assert sum(expected) == 6
+    assert sum(f["share"] for f in stats) == pytest.approx(1.0)
+
+
+def test_select_worst_and_mix_and_fair_run(tiny):
+    for select in ("worst", "mix"):
+        text = f"""
+epochs: 3
+resolution: 32
+targets:
+  - batch_size: 2
+    select: {select}
+    feature_scale: fair
+    features:
+      - text: a
+      - text: b
+        weight: 2
+"""
+        engine = make_engine(text, tiny)
+        engine.run()
+        stats = engine.statistics()[0]["features"]
+        assert sum(f["count"] for f in stats) == (6 if select == "worst" else 12)
+        assert engine.targets[0].fair is not None
+        assert stats[1]["weight"] == 2.0
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny):
+    images = []
+    for seed in (1, 1, 2):
+        engine = make_engine(SPOON.format(epochs=3, batch=2, weight=1.0), tiny, f"seed={seed}")
+        engine.run()
+        images.append(engine.image())
+    assert torch.equal(images[0], images[1])
+    assert not torch.equal(images[0], images[2])
+
+
+def test_resolution_changes_during_training(tiny):
+    text = """
+epochs: 4
+resolution: 16 if t < .5 else 32
+targets:
+  - features:
+      - text: a
+"""
+    engine = make_engine(text, tiny)
+    sizes = []
+    engine.listeners.append(lambda e: sizes.append(tuple(e.engine.image().shape)) if e.kind == "epoch" else None)
+    engine.run()
+    assert sizes == [(3, 16, 16), (3, 16, 16), (3, 32, 32), (3, 32, 32)]
+
+
+def test_mean_constraint_pushes_the_mean_up(tiny):
+    text = """
+epochs: 20
+resolution: 16
+learnrate: 5
+targets:
+  - constraints:
+      - mean:
+          above: .8
+"""
+    engine = make_engine(text, tiny)
+    before = engine.image().mean()
+    engine.run()
+    assert engine.image().mean() > before + 0.2
+
+
+def test_postproc_draws_the_border(tiny):
+    text = """
+epochs: 2
+resolution: 16
+targets:
+  - features:
+      - text: a
+postproc:
+  - border:
+      size: 2
+      color: 0.15 0.1 0.05
+"""
+    engine = make_engine(text, tiny)
+    engine.run()
+    image = engine.image()
+    assert torch.allclose(image[:, 0, :], torch.tensor([0.15, 0.1, 0.05])[:, None].expand(3, 16))
+    assert torch.allclose(image[:, :, -2], torch.tensor([0.15, 0.1, 0.05])[:, None].expand(3, 16))
+
+
+def test_target_end_and_feature_schedule(tiny):
+    text = """
+epochs: 10
+resolution: 16
+targets:
+  - end: 50%
+    features:
+      - text: a
+  - features:
+      - text: b
+        start: 6
+"""
+    engine = make_engine(text, tiny)
+    engine.run()
+    first, second = engine.statistics()
+    assert first["epochs"] == 5
+    assert second["features"][0]["count"] == 4
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprob", "adadelta"])
+def test_every_optimizer_changes_the_pixels(tiny, optimizer):
+    engine = make_engine(SPOON.format(epochs=2, batch=1, weight=1.0), tiny, f"optimizer={optimizer}")
+    before = engine.image()
+    engine.run()
+    assert not torch.equal(before, engine.image())
+
+
+def test_learnrate_zero_keeps_the_pixels(tiny):
+    engine = make_engine(SPOON.format(epochs=3, batch=1, weight=1.0), tiny, "learnrate=0")
+    before = engine.image()
+    engine.run()
+    assert torch.equal(before, engine.image())
+
+
+def test_init_image_tensor_and_start_epoch_continue(tiny):
+    first = make_engine(SPOON.format(epochs=4, batch=1, weight=1.0), tiny)
+    first.run()
+    from clipig.config.loader import load_data
+    from clipig.config.schema import validate
+    from clipig.engine import Engine
+    data = load_data(texts=[SPOON.format(epochs=6, batch=1, weight=1.0)],
+                     overrides=["model=random:tiny", "verbose=0", "seed=0", "start_epoch=4"])
+    data["init"] = {"image_tensor": first.image().tolist()}
+    second = Engine(validate(data), critic=tiny)
+    assert torch.allclose(second.image(), first.image(), atol=1e-6)
+    epochs = []
+    second.listeners.append(lambda e: epochs.append(e.epoch) if e.kind == "epoch" else None)
+    second.run()
+    assert epochs == [5, 6]
+
+
+def test_stop_request_ends_after_the_current_epoch(tiny):
+    engine = make_engine(SPOON.format(epochs=50, batch=1, weight=1.0), tiny)
+    engine.listeners.append(lambda e: e.engine.stop() if e.kind == "epoch" and e.engine.epoch == 3 else None)
+    assert engine.run() == "stopped"
+    assert engine.epoch == 3
+
+
+def test_runtime_expression_error_stops_with_a_clear_message(tiny):
+    from clipig.config.errors import ConfigError
+    text = SPOON.format(epochs=10, batch=1, weight="1 / (epoch - 2)")
+    engine = make_engine(text, tiny)
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.features\[0\]\.weight.*epoch 2"):
+        engine.run()
