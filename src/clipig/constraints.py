@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from .config.registry import CONSTRAINTS
-from .config.schema import CONSTRAINT_VARS, LOSS_DOC, end_param, start_param
+from .config.schema import CONSTRAINT_VARS, LOSS_DOC, at_least, end_param, start_param
 from .config.values import Param
-from .transforms import gaussian_blur
+from . import transforms as T
 
 
 def P(type: str, default=None, length=None, doc: str = "", **kw) -> Param:
@@ -67,17 +67,52 @@ def constraint_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.T
     return total
 
 
-@constraint("blur", {
+BLUR_PARAMS = {
     "kernel_size": P("int", [3, 3], length=2, doc=(
         "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd one). "
         "Two numbers define width and height separately.")),
     "sigma": P("float", length=2, doc=(
         "Gaussian standard deviation; without it `0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`.")),
-})
+}
+
+
+@constraint("blur", BLUR_PARAMS)
 def blur(images, kernel_size, sigma):
     """Adds the difference between the image and a blurred version to the loss. Areas CLIP is excited
     about keep changing and stand out of the blur, unexciting areas get blurred a lot."""
-    return gaussian_blur(images, kernel_size, sigma)
+    return T.gaussian_blur(images, kernel_size, sigma)
+
+
+@constraint("border", {
+    "size": P("int", [1, 1], length=2, doc="Width and height of the border in pixels; one number for both."),
+    "color": P("float", [0.0, 0.0, 0.0], length=3, doc="The colour (RGB in [0, 1], or one number for gray)."),
+})
+def border(images, size, color):
+    """Adds the difference to the image with a border of the given size and colour drawn on its edges."""
+    return T.border(images, size, color)
+
+
+@constraint("noise", {
+    "std": P("float", length=3, required=True, check=at_least(0), doc=(
+        "The standard deviation of the noise: one value, or three for red, green and blue.")),
+}, random=True)
+def noise(images, std, rng):
+    """Adds the difference to a noisy version of the image (normal noise around zero, drawn per view)."""
+    return T.noise(images, std, rng)
+
+
+@constraint("normalize", {
+    "min": P("float", [0.0, 0.0, 0.0], length=3, doc="The desired lowest value; one number for all channels."),
+    "max": P("float", [1.0, 1.0, 1.0], length=3, doc="The desired highest value; one number for all channels."),
+})
+def normalize(images, min, max):
+    """Adds the difference to a normalized image: each channel of each view moved and stretched linearly
+    so that its lowest and highest values become `min` and `max`."""
+    low = images.amin(dim=(2, 3), keepdim=True)
+    span = images.amax(dim=(2, 3), keepdim=True) - low
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    lo, hi = T.rgb(min, images), T.rgb(max, images)
+    return lo + (images - low) / span * (hi - lo)
 
 
 @constraint("mean", measure=True)
@@ -91,3 +126,33 @@ def saturation(images):
     """Pushes the saturation above or below a threshold. The saturation is the mean absolute difference of
     each colour channel to the mean of all channels."""
     return (images - images.mean(dim=1, keepdim=True)).abs().mean(dim=(2, 3))
+
+
+@constraint("std", measure=True)
+def std(images):
+    """Pushes the standard deviation of each colour channel above or below a threshold."""
+    return images.std(dim=(2, 3))
+
+
+def masked_mean(images: torch.Tensor, mask: torch.Tensor, otherwise: torch.Tensor) -> torch.Tensor:
+    """Per view and channel the mean of the pixels where `mask` is true; `otherwise` [N, 3] where none is."""
+    mask = mask.to(images.dtype)
+    count = mask.sum(dim=(2, 3))
+    return torch.where(count > 0, (images * mask).sum(dim=(2, 3)) / count.clamp(min=1), otherwise)
+
+
+@constraint("contrast", measure=True)
+def contrast(images):
+    """Pushes the contrast above or below a threshold. The contrast of a channel is the mean of its pixels
+    above the channel mean minus the mean of its pixels below it (0 for a flat channel)."""
+    mean = images.mean(dim=(2, 3))
+    above = masked_mean(images, images > mean[..., None, None], mean)
+    return above - masked_mean(images, images < mean[..., None, None], mean)
+
+
+@constraint("edge_mean", BLUR_PARAMS, measure=True)
+def edge_mean(images, kernel_size, sigma):
+    """Pushes the mean edge value above or below a threshold; the edges are `abs(image - blur(image))`, as
+    in the `edge` transform."""
+    return T.edge(images, kernel_size, sigma, [1.0, 1.0, 1.0]).mean(dim=(2, 3))
+

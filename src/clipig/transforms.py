@@ -3,6 +3,7 @@
 Each transform is a plain function of a batch of images `[N, 3, H, W]` and explicit, already evaluated
 parameters; random transforms also get `rng` (a torch.Generator on the images' device) and draw one set of
 random parameters per view, for the whole batch at once. All are differentiable where the math allows.
+Transforms that change the resolution are registered with `keeps_resolution=False` (not for `postproc`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from .config.registry import TRANSFORMS
-from .config.schema import TRANSFORM_VARS
+from .config.schema import TRANSFORM_VARS, at_least
 from .config.values import Param
 
 transform = TRANSFORMS.add
@@ -23,6 +24,15 @@ transform = TRANSFORMS.add
 def P(type: str, default=None, length=None, doc: str = "", **kw) -> Param:
     """A transform parameter: expressions may use the learnrate, resolution and time variables."""
     return Param(type, default, length=length, groups=TRANSFORM_VARS, doc=doc, **kw)
+
+
+def positive(v):
+    return None if min(v if isinstance(v, list) else [v]) > 0 else "must be positive"
+
+
+def in_range(low: float, high: float):
+    return lambda v: (None if all(low <= x <= high for x in (v if isinstance(v, list) else [v]))
+                      else f"must be in the range [{low}, {high}]")
 
 
 def rgb(values, images: torch.Tensor) -> torch.Tensor:
@@ -34,6 +44,13 @@ def uniform(rng: torch.Generator, n: int, low: float, high: float, device) -> to
     return low + (high - low) * torch.rand(n, generator=rng, device=device)
 
 
+def randn_like(images: torch.Tensor, rng: torch.Generator, channels: int | None = None, size=None) -> torch.Tensor:
+    """Normal noise for each view: `channels` (default: as the images) at `size` (h, w; default: as the images)."""
+    n, c, h, w = images.shape
+    shape = (n, c if channels is None else channels, *(size or (h, w)))
+    return torch.randn(shape, generator=rng, device=images.device, dtype=images.dtype)
+
+
 def odd(k: int) -> int:
     """Kernel sizes must be odd: even ones (e.g. from `31*ti`) become the next odd number."""
     return max(1, int(k) | 1)
@@ -42,6 +59,11 @@ def odd(k: int) -> int:
 def pixels_or_fraction(value: float, size: int) -> float:
     """Numbers in [-1, 1] are fractions of `size`, larger ones pixels."""
     return value * size if -1.0 <= value <= 1.0 else value
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """The luminance [N, 1, H, W] (torchvision's weights)."""
+    return TF.rgb_to_grayscale(images)
 
 
 def gaussian_blur(images: torch.Tensor, kernel_size, sigma=None) -> torch.Tensor:
@@ -58,8 +80,11 @@ def gaussian_blur(images: torch.Tensor, kernel_size, sigma=None) -> torch.Tensor
 
 
 def affine(images: torch.Tensor, matrices: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
-    """Resample each image with a 2x3 matrix mapping output to input pixel offsets from the image centre."""
+    """Resample each image with a 2x3 matrix mapping output to input pixel offsets from the image centre
+    (one image or one matrix is used for all)."""
     n, _, h, w = images.shape
+    if matrices.shape[0] < n:
+        matrices = matrices.expand(n, -1, -1)
     scale = torch.tensor([w / 2, h / 2], dtype=matrices.dtype, device=matrices.device)
     theta = matrices.clone()
     theta[:, :, :2] = matrices[:, :, :2] * scale[None, None, :] / scale[None, :, None]
@@ -85,15 +110,54 @@ def rotation_matrices(degrees: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
     return m
 
 
+def scale_shift_matrices(scale: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Matrices (for `affine`) that scale the contents around the centre, then move them by (dx, dy) pixels."""
+    m = torch.zeros(len(scale), 2, 3, device=scale.device)
+    m[:, 0, 0] = m[:, 1, 1] = 1.0 / scale
+    m[:, 0, 2], m[:, 1, 2] = -dx / scale, -dy / scale
+    return m
+
+
+def homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Per view the 3x3 projective matrix that maps four points `src` onto `dst` (both [B, 4, 2])."""
+    x, y = src.unbind(-1)
+    u, v = dst.unbind(-1)
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], -1)
+    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], -1)
+    p = torch.linalg.solve(torch.cat([rows_u, rows_v], 1), torch.cat([u, v], 1))
+    return torch.cat([p, one[:, :1]], 1).view(-1, 3, 3)
+
+
+def project(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Resample each image with a 3x3 matrix mapping output to input positions, both in the unit square
+    ((0, 0) top-left, (1, 1) bottom-right); zeros outside."""
+    n, _, h, w = images.shape
+    ys, xs = torch.meshgrid((torch.arange(h, device=images.device) + 0.5) / h,
+                            (torch.arange(w, device=images.device) + 0.5) / w, indexing="ij")
+    points = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3).to(matrices.dtype)  # pixel centres
+    mapped = points @ matrices.transpose(1, 2)  # [B, H*W, 3]
+    grid = (mapped[..., :2] / mapped[..., 2:] * 2 - 1).view(-1, h, w, 2)
+    if n != matrices.shape[0]:
+        images = images.expand(matrices.shape[0], -1, -1, -1)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def take(images: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Per view the pixels at rows `ys` [B, h] and columns `xs` [B, w]: a batched, differentiable gather."""
+    n, c, _, w = images.shape
+    b, h2, w2 = ys.shape[0], ys.shape[1], xs.shape[1]
+    images = images.expand(b, -1, -1, -1) if n != b else images
+    rows = torch.gather(images, 2, ys[:, None, :, None].expand(b, c, h2, w))
+    return torch.gather(rows, 3, xs[:, None, None, :].expand(b, c, h2, w2))
+
+
 def roll(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """Move each image by whole pixels (dx right, dy down), wrapping around the edges."""
-    n, c, h, w = images.shape
-    b = len(dx)
+    h, w = images.shape[-2:]
     xs = (torch.arange(w, device=images.device)[None, :] - dx.long()[:, None]) % w  # [b, w]
     ys = (torch.arange(h, device=images.device)[None, :] - dy.long()[:, None]) % h  # [b, h]
-    images = images.expand(b, -1, -1, -1) if n != b else images
-    rows = torch.gather(images, 2, ys[:, None, :, None].expand(b, c, h, w))
-    return torch.gather(rows, 3, xs[:, None, None, :].expand(b, c, h, w))
+    return take(images, ys, xs)
 
 
 # --- geometry -----------------------------------------------------------------------------------------------
@@ -124,6 +188,18 @@ def shift(images, shift):
                       dims=(2, 3))
 
 
+@transform("random_translate", P("float", length=2, check=in_range(0, 1), doc=(
+    "The largest translation as a fraction of width and height: `a, b` moves each view by a random "
+    "dx in (-a * width, a * width) and dy in (-b * height, b * height).")), random=True)
+def random_translate(images, offset, rng):
+    """Randomly translates each view by whole pixels. The resolution is not changed; areas moved in from
+    outside of the image are black (zero), nothing wraps around."""
+    n, _, h, w = images.shape
+    dx = uniform(rng, n, -offset[0] * w, offset[0] * w, images.device).round()
+    dy = uniform(rng, n, -offset[1] * h, offset[1] * h, images.device).round()
+    return affine(images, scale_shift_matrices(torch.ones_like(dx), dx, dy))
+
+
 @transform("random_rotate", {
     "degree": P("float", length=2, required=True,
                 doc="The minimum and maximum counter-clockwise angle of rotation in degrees."),
@@ -151,47 +227,103 @@ def rotate(images, degree, center):
     return affine(images, rotation_matrices(one * degree, one * center[0], one * center[1], w, h))
 
 
-@transform("random_scale", P("float", length=2, check=lambda v: None if min(v) > 0 else "scales must be positive",
+@transform("random_scale", P("float", length=2, check=positive,
                              doc="Minimum and maximum scale: 0.5 is half, 2.0 double the size."), random=True)
 def random_scale(images, scale, rng):
     """Randomly scales the contents of each view around the centre; the resolution stays, areas outside of
     the image are black (zero)."""
-    n = images.shape[0]
-    s = uniform(rng, n, scale[0], scale[1], images.device)
-    m = torch.zeros(n, 2, 3, device=images.device)
-    m[:, 0, 0] = m[:, 1, 1] = 1.0 / s
-    return affine(images, m)
+    s = uniform(rng, images.shape[0], scale[0], scale[1], images.device)
+    zero = torch.zeros_like(s)
+    return affine(images, scale_shift_matrices(s, zero, zero))
 
 
-@transform("center_crop", P("int", length=2, check=lambda v: None if min(v) > 0 else "sizes must be positive",
-                            doc="Width and height of the crop; one number for a square."),
-           keeps_resolution=False)
+@transform("random_perspective", {
+    "distortion": P("float", [0.0, 0.5], length=2, check=in_range(0, 1), doc=(
+        "Minimum and maximum strength of the distortion: how far each corner may move towards the centre, "
+        "as a fraction of half the width and height (torchvision's `distortion_scale`).")),
+    "probability": P("float", 1.0, check=in_range(0, 1), doc="The chance of each view to be distorted."),
+}, random=True)
+def random_perspective(images, distortion, probability, rng):
+    """Randomly projects each view as if seen at an angle: its corners move inwards by random amounts.
+    The resolution is not changed; areas outside of the image are black (zero)."""
+    n, device = images.shape[0], images.device
+    strength = uniform(rng, n, distortion[0], distortion[1], device)
+    strength = strength * (torch.rand(n, generator=rng, device=device) < probability)
+    moves = torch.rand(n, 4, 2, generator=rng, device=device)
+    corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], device=device)
+    # each corner moves towards the centre by up to `strength` times half the size
+    moved = corners + (0.5 - corners) * moves * strength[:, None, None]
+    return project(images, homographies(moved, corners.expand(n, -1, -1)))
+
+
+@transform("center_crop", P("int", length=2, check=positive, doc="Width and height of the crop; one number for "
+                            "a square."), keeps_resolution=False)
 def center_crop(images, size):
     """Crops an image of the given resolution from the centre (padding with black where it is larger)."""
     return TF.center_crop(images, [size[1], size[0]])
 
 
-# --- colour and noise ---------------------------------------------------------------------------------------
+@transform("crop", P("float", length=4, check=lambda v: None if min(v) >= 0 and min(v[2:]) > 0 else
+                     "needs x, y >= 0 and width, height > 0", doc=(
+    "x and y of the top-left corner, then width and height. Numbers below 1 are fractions of the resolution, "
+    "numbers from 1 on are pixels.")), keeps_resolution=False)
+def crop(images, xywh):
+    """Crops a fixed section from the image (black where it reaches outside)."""
+    h, w = images.shape[-2:]
+    x, y, cw, ch = (round(v * size if v < 1 else v) for v, size in zip(xywh, (w, h, w, h)))
+    return TF.crop(images, y, x, max(1, ch), max(1, cw))
 
-@transform("noise", P("float", length=3, check=lambda v: None if min(v) >= 0 else "must not be negative", doc=(
-    "The standard deviation of the noise: one value, or three for red, green and blue.")), random=True)
-def noise(images, std, rng):
-    """Adds noise with a normal distribution around zero to each view."""
-    n, c, h, w = images.shape
-    return images + torch.randn(n, c, h, w, generator=rng, device=images.device, dtype=images.dtype) * rgb(std, images)
+
+@transform("random_crop", P("int", length=2, check=positive, doc=(
+    "Width and height of the window; one number for a square.")), random=True, keeps_resolution=False)
+def random_crop(images, size, rng):
+    """Crops a window of the given resolution from a random position of each view (an image smaller than the
+    window is padded with black around the centre first)."""
+    cw, ch = size
+    h, w = images.shape[-2:]
+    if cw > w or ch > h:
+        images = TF.center_crop(images, [max(h, ch), max(w, cw)])
+        h, w = images.shape[-2:]
+    n, device = images.shape[0], images.device
+    top = torch.randint(0, h - ch + 1, (n, 1), generator=rng, device=device)
+    left = torch.randint(0, w - cw + 1, (n, 1), generator=rng, device=device)
+    return take(images, top + torch.arange(ch, device=device), left + torch.arange(cw, device=device))
 
 
-@transform("blur", {
-    "kernel_size": P("int", [3, 3], length=2, doc=(
-        "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd "
-        "one). Two numbers define width and height separately.")),
-    "sigma": P("float", length=2, doc=(
-        "Gaussian standard deviation: the larger, the more blurry. Without it: "
-        "`0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers define x and y separately.")),
-})
-def blur(images, kernel_size, sigma):
-    """A gaussian blur (torchvision's `gaussian_blur`)."""
-    return gaussian_blur(images, kernel_size, sigma)
+@transform("pad", {
+    "size": P("int", length=2, required=True, check=at_least(0), doc=(
+        "Columns and rows added on each side: `1, 2` adds one column left and right and two rows at the top "
+        "and bottom; one number for both.")),
+    "color": P("float", [0.0, 0.0, 0.0], length=3, doc="The colour of the added pixels in mode `fill`."),
+    "mode": P("str", "fill", choices=("fill", "edge", "wrap"), doc=(
+        "How the new pixels are filled: `fill` with `color`, `edge` repeats the outermost pixels, `wrap` "
+        "continues with the image from the opposite edge.")),
+}, keeps_resolution=False)
+def pad(images, size, color, mode):
+    """Adds pixels around the image."""
+    px, py = size
+    h, w = images.shape[-2:]
+    if mode == "fill":
+        c = rgb(color, images)
+        return F.pad(images - c, [px, px, py, py]) + c
+    xs = torch.arange(-px, w + px, device=images.device)
+    ys = torch.arange(-py, h + py, device=images.device)
+    xs, ys = (xs % w, ys % h) if mode == "wrap" else (xs.clamp(0, w - 1), ys.clamp(0, h - 1))
+    return images[..., ys, :][..., xs]
+
+
+@transform("repeat", P("int", length=2, check=at_least(1), doc=(
+    "How often the image appears along x and y; one number for both.")), keeps_resolution=False)
+def repeat(images, count):
+    """Tiles the image to the right and down: `repeat: 3` gives 3x3 copies at three times the resolution."""
+    return images.repeat(1, 1, count[1], count[0])
+
+
+@transform("resize", P("int", length=2, check=at_least(1), doc=(
+    "The new width and height; one number for a square.")), keeps_resolution=False)
+def resize(images, size):
+    """Changes the resolution of the image (bilinear, antialiased when shrinking)."""
+    return TF.resize(images, [size[1], size[0]], antialias=True)
 
 
 def border_mask(images: torch.Tensor, size) -> torch.Tensor:
@@ -216,3 +348,128 @@ def border(images, size, color):
     """Draws a border on the edges of the image. The resolution is not changed."""
     mask = border_mask(images, size)
     return images * (1 - mask) + rgb(color, images) * mask
+
+
+# --- colour -------------------------------------------------------------------------------------------------
+
+@transform("add", P("float", length=3, doc="The value added to red, green and blue; one number for all."))
+def add(images, color):
+    """Adds a fixed value to all pixels."""
+    return images + rgb(color, images)
+
+
+@transform("mul", P("float", length=3, doc="The factor for red, green and blue; one number for all."))
+def mul(images, color):
+    """Multiplies all pixels by a fixed value."""
+    return images * rgb(color, images)
+
+
+@transform("mean", P("float", length=3, doc="The new mean of red, green and blue; one number for gray."))
+def mean(images, mean):
+    """Moves the mean colour of each view to the given value (the same offset for all pixels)."""
+    return images + (rgb(mean, images) - images.mean(dim=(2, 3), keepdim=True))
+
+
+@transform("clamp", P("float", length=2, check=lambda v: None if v[0] <= v[1] else "minimum above maximum", doc=(
+    "The minimum and maximum value of all channels. Saved and displayed images only show [0, 1].")))
+def clamp(images, limits):
+    """Clamps the pixels into a fixed range."""
+    return images.clamp(limits[0], limits[1])
+
+
+@transform("contrast", P("float", 1.0, check=at_least(0), doc=(
+    "The contrast factor: 0 gives a flat gray image, 1 the original, 2 twice the contrast.")))
+def contrast(images, contrast):
+    """Changes the contrast: each view is blended with its mean gray (torchvision's `adjust_contrast` without
+    clamping). Lowering it before CLIP sees the views increases the contrast of the trained image."""
+    gray = grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
+    return gray + contrast * (images - gray)
+
+
+@transform("saturation", P("float", 1.0, doc=(
+    "The saturation factor: 0 gives a black and white image, 1 the original, 2 twice the saturation.")))
+def saturation(images, saturation):
+    """Changes the saturation: each pixel is blended with its gray value (no clamping). Lowering it before CLIP
+    sees the views increases the saturation of the trained image."""
+    gray = grayscale(images)
+    return gray + saturation * (images - gray)
+
+
+@transform("quantize", P("float", length=3, check=positive, doc=(
+    "The step size of red, green and blue; one number for all.")))
+def quantize(images, step):
+    """Rounds the colour values to multiples of a step. The gradient passes as if nothing happened (a
+    straight-through estimator), but small training steps are lost: most useful in `postproc`."""
+    s = rgb(step, images)
+    return images + (torch.round(images / s) * s - images).detach()
+
+
+@transform("edge", {
+    "kernel_size": P("int", [3, 3], length=2, doc=(
+        "The window of the gaussian blur used to find the edges: odd and positive (even numbers are raised to "
+        "the next odd one); two numbers for width and height.")),
+    "sigma": P("float", length=2, doc=(
+        "Standard deviation of the blur; without it `0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers "
+        "for x and y.")),
+    "amount": P("float", [1.0, 1.0, 1.0], length=3, doc="Factor of the edge value for red, green and blue."),
+})
+def edge(images, kernel_size, sigma, amount):
+    """Keeps only the edges: `amount * abs(image - blur(image))`. Usually bad for the image quality, but
+    sometimes useful."""
+    return rgb(amount, images) * (images - gaussian_blur(images, kernel_size, sigma)).abs()
+
+
+# --- noise --------------------------------------------------------------------------------------------------
+
+@transform("noise", P("float", length=3, check=at_least(0), doc=(
+    "The standard deviation of the noise: one value, or three for red, green and blue.")), random=True)
+def noise(images, std, rng):
+    """Adds noise with a normal distribution around zero to each view."""
+    return images + randn_like(images, rng) * rgb(std, images)
+
+
+@transform("bwnoise", P("float", check=at_least(0), doc="The standard deviation of the noise."), random=True)
+def bwnoise(images, std, rng):
+    """Adds gray noise (the same value for red, green and blue) with a normal distribution around zero."""
+    return images + randn_like(images, rng, channels=1) * std
+
+
+@transform("rnoise", {
+    "std": P("float", length=3, required=True, check=at_least(0), doc=(
+        "The standard deviation of the noise: one value, or three for red, green and blue.")),
+    "resolution": P("int", length=2, required=True, check=at_least(1), doc=(
+        "Width and height of the noise before it is scaled (bilinear) to the image; one number for both.")),
+}, random=True)
+def rnoise(images, std, resolution, rng):
+    """Adds noise of a different resolution (normal distribution around zero), e.g. coarse blotches."""
+    grain = randn_like(images, rng, size=(resolution[1], resolution[0]))
+    grain = F.interpolate(grain, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return images + grain * rgb(std, images)
+
+
+@transform("fnoise", P("float", length=3, check=at_least(0), doc=(
+    "The standard deviation of the noise (multiplied by 15 for a look similar to `noise`): one value, or "
+    "three for red, green and blue.")), random=True)
+def fnoise(images, std, rng):
+    """Adds noise with a normal distribution around zero to the real and imaginary parts of each view's
+    2D Fourier transform (torch's unnormalized FFT, so the effect per pixel shrinks as the resolution
+    grows): a different kind of grain than `noise`."""
+    h, w = images.shape[-2:]
+    space = torch.fft.rfft2(images)
+    scale = 15.0 * rgb(std, images)
+    real = randn_like(images, rng, size=space.shape[-2:]) * scale
+    imag = randn_like(images, rng, size=space.shape[-2:]) * scale
+    return torch.fft.irfft2(space + torch.complex(real, imag), s=(h, w))
+
+
+@transform("blur", {
+    "kernel_size": P("int", [3, 3], length=2, doc=(
+        "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd "
+        "one). Two numbers define width and height separately.")),
+    "sigma": P("float", length=2, doc=(
+        "Gaussian standard deviation: the larger, the more blurry. Without it: "
+        "`0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers define x and y separately.")),
+})
+def blur(images, kernel_size, sigma):
+    """A gaussian blur (torchvision's `gaussian_blur`)."""
+    return gaussian_blur(images, kernel_size, sigma)
