@@ -154,7 +154,8 @@ def test_rotate_turns_counter_clockwise_on_screen():
     assert where(run("rotate", dot(9, 6, 4), {"degree": 90})) == (4, 2)  # right of the centre -> above it
     assert where(run("rotate", dot(9, 6, 4), {"degree": -90})) == (4, 6)
     assert where(run("rotate", dot(9, 6, 4), {"degree": 180})) == (2, 4)
-    assert where(run("rotate", dot(9, 8, 0), {"degree": 90, "center": "1 0"})) == (8, 0)  # around the corner pixel
+    corner = {"degree": 90, "center": ["8.5 / 9", "0.5 / 9"]}  # around the centre of the corner pixel
+    assert where(run("rotate", dot(9, 8, 0), corner)) == (8, 0)
     assert torch.allclose(run("rotate", ramp(), {"degree": 0}), ramp())
 
 

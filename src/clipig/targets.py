@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from .config.expressions import similarity_variables
 from .config.timing import is_active
 from .constraints import constraint_loss
+from .geometry import Views, as_tensor
 
 
 class Accumulator:
@@ -82,19 +83,21 @@ class Target:
         return [i for i, f in enumerate(self.features) if is_active(f.start(), f.end(), epoch, epochs)]
 
     def views(self, pixels: torch.Tensor, variables: dict, rng: torch.Generator, expr_rng) -> torch.Tensor:
-        """The batch of transformed views of the [3, H, W] pixels."""
+        """The batch of transformed views of the [3, H, W] pixels. Consecutive geometric transforms are
+        folded into one resampling (see geometry.py); views are expanded to the batch at the first random
+        transform, so deterministic ones run once."""
         batch = self.node.batch_size(variables)
-        views = pixels[None]
+        views = Views(pixels[None])
         for entry in self.node.transforms:
             if not entry_active(entry, variables):
                 continue
             args = entry.arguments(variables, expr_rng)
             if entry.spec.random:
-                if views.shape[0] != batch:
-                    views = views.expand(batch, -1, -1, -1)
+                views = expand(views, batch)
                 args["rng"] = rng
-            views = entry.spec.fn(views, **args)
-        return views.expand(batch, -1, -1, -1) if views.shape[0] != batch else views
+            geometry = entry.spec.flags.get("geometry")
+            views = geometry(Views.of(views), **args) if geometry else entry.spec.fn(as_tensor(views), **args)
+        return as_tensor(expand(views, batch))
 
     def loss(self, features, views: torch.Tensor, variables: dict, rng, expr_rng) -> torch.Tensor:
         """The weighted loss of this target for its views and their CLIP `features` [B, D] (None when no
@@ -194,6 +197,14 @@ class Target:
 
     def reset_window(self) -> None:
         self.window = TargetStats(len(self.features), len(self.constraints), self.device)
+
+
+def expand(views, batch: int):
+    """Views (lazy or a tensor) with `batch` entries."""
+    if isinstance(views, Views):
+        views.batch = batch
+        return views
+    return views.expand(batch, -1, -1, -1) if views.shape[0] != batch else views
 
 
 def entry_active(entry, variables: dict) -> bool:

@@ -8,15 +8,18 @@ Transforms that change the resolution are registered with `keeps_resolution=Fals
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from . import geometry as G
 from .config.registry import TRANSFORMS
 from .config.schema import TRANSFORM_VARS, at_least
 from .config.values import Param
+from .geometry import Views
 
 transform = TRANSFORMS.add
 
@@ -79,218 +82,157 @@ def gaussian_blur(images: torch.Tensor, kernel_size, sigma=None) -> torch.Tensor
     return TF.gaussian_blur(images, [kx, ky], sigma)
 
 
-def affine(images: torch.Tensor, matrices: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
-    """Resample each image with a 2x3 matrix mapping output to input pixel offsets from the image centre
-    (one image or one matrix is used for all)."""
-    n, _, h, w = images.shape
-    if matrices.shape[0] < n:
-        matrices = matrices.expand(n, -1, -1)
-    scale = torch.tensor([w / 2, h / 2], dtype=matrices.dtype, device=matrices.device)
-    theta = matrices.clone()
-    theta[:, :, :2] = matrices[:, :, :2] * scale[None, None, :] / scale[None, :, None]
-    theta[:, :, 2] = matrices[:, :, 2] / scale[None, :]
-    grid = F.affine_grid(theta.to(images.dtype), [matrices.shape[0], 3, h, w], align_corners=False)
-    if n != matrices.shape[0]:
-        images = images.expand(matrices.shape[0], -1, -1, -1)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
-
-
-def rotation_matrices(degrees: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, w: int, h: int) -> torch.Tensor:
-    """Matrices (for `affine`) that rotate counter-clockwise by `degrees` around (cx, cy) in [0, 1]."""
-    rad = degrees * math.pi / 180.0
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    # pixel offsets of the rotation centre from the image centre
-    ox, oy = (cx - 0.5) * w, (cy - 0.5) * h
-    m = torch.zeros(len(degrees), 2, 3, device=degrees.device)
-    # input = R^-1 (output - c) + c, y pointing down: a counter-clockwise turn on screen
-    m[:, 0, 0], m[:, 0, 1] = cos, -sin
-    m[:, 1, 0], m[:, 1, 1] = sin, cos
-    m[:, 0, 2] = ox - (cos * ox - sin * oy)
-    m[:, 1, 2] = oy - (sin * ox + cos * oy)
-    return m
-
-
-def scale_shift_matrices(scale: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Matrices (for `affine`) that scale the contents around the centre, then move them by (dx, dy) pixels."""
-    m = torch.zeros(len(scale), 2, 3, device=scale.device)
-    m[:, 0, 0] = m[:, 1, 1] = 1.0 / scale
-    m[:, 0, 2], m[:, 1, 2] = -dx / scale, -dy / scale
-    return m
-
-
-def homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Per view the 3x3 projective matrix that maps four points `src` onto `dst` (both [B, 4, 2])."""
-    x, y = src.unbind(-1)
-    u, v = dst.unbind(-1)
-    zero, one = torch.zeros_like(x), torch.ones_like(x)
-    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], -1)
-    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], -1)
-    p = torch.linalg.solve(torch.cat([rows_u, rows_v], 1), torch.cat([u, v], 1))
-    return torch.cat([p, one[:, :1]], 1).view(-1, 3, 3)
-
-
-def project(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Resample each image with a 3x3 matrix mapping output to input positions, both in the unit square
-    ((0, 0) top-left, (1, 1) bottom-right); zeros outside."""
-    n, _, h, w = images.shape
-    ys, xs = torch.meshgrid((torch.arange(h, device=images.device) + 0.5) / h,
-                            (torch.arange(w, device=images.device) + 0.5) / w, indexing="ij")
-    points = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3).to(matrices.dtype)  # pixel centres
-    mapped = points @ matrices.transpose(1, 2)  # [B, H*W, 3]
-    grid = (mapped[..., :2] / mapped[..., 2:] * 2 - 1).view(-1, h, w, 2)
-    if n != matrices.shape[0]:
-        images = images.expand(matrices.shape[0], -1, -1, -1)
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def take(images: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """Per view the pixels at rows `ys` [B, h] and columns `xs` [B, w]: a batched, differentiable gather."""
-    n, c, _, w = images.shape
-    b, h2, w2 = ys.shape[0], ys.shape[1], xs.shape[1]
-    images = images.expand(b, -1, -1, -1) if n != b else images
-    rows = torch.gather(images, 2, ys[:, None, :, None].expand(b, c, h2, w))
-    return torch.gather(rows, 3, xs[:, None, None, :].expand(b, c, h2, w2))
-
-
-def roll(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Move each image by whole pixels (dx right, dy down), wrapping around the edges."""
-    h, w = images.shape[-2:]
-    xs = (torch.arange(w, device=images.device)[None, :] - dx.long()[:, None]) % w  # [b, w]
-    ys = (torch.arange(h, device=images.device)[None, :] - dy.long()[:, None]) % h  # [b, h]
-    return take(images, ys, xs)
-
-
 # --- geometry -----------------------------------------------------------------------------------------------
 
-@transform("random_shift", P("float", length=(2, 4), doc=(
+def geometric(name: str, params, **flags):
+    """Register a transform given by its coordinate map on `Views` (see geometry.py). In a target's chain
+    consecutive geometric transforms are folded into one resampling; called on a tensor, it samples at once."""
+    def register(geo):
+        @functools.wraps(geo)
+        def fn(images, **args):
+            return geo(Views.of(images), **args).tensor()
+        transform(name, params, geometry=geo, **flags)(fn)
+        return fn
+    return register
+
+
+@geometric("random_shift", P("float", length=(2, 4), doc=(
     "The random range of translation: two numbers (min, max) for both axes, or four (x min, x max, y min, "
     "y max). Numbers in [-1, 1] are fractions of the resolution, larger ones pixels. `0 1` moves the image "
     "to every possible position.")), random=True)
-def random_shift(images, shift, rng):
+def random_shift(views, shift, rng):
     """Randomly translates the pixels by whole pixels; pixels moved outside come back on the other side,
     so the image becomes a seamless texture."""
-    n, _, h, w = images.shape
+    (w, h), n = views.size, views.batch
     xr = shift[:2]
     yr = shift[2:] if len(shift) == 4 else shift[:2]
-    dx = uniform(rng, n, *[pixels_or_fraction(v, w) for v in xr], images.device).round()
-    dy = uniform(rng, n, *[pixels_or_fraction(v, h) for v in yr], images.device).round()
-    return roll(images, dx, dy)
+    dx = uniform(rng, n, *[pixels_or_fraction(v, w) for v in xr], views.device).round()
+    dy = uniform(rng, n, *[pixels_or_fraction(v, h) for v in yr], views.device).round()
+    return views.add(G.translation(dx, dy), views.size, "wrap")
 
 
-@transform("shift", P("float", length=2, doc=(
+@geometric("shift", P("float", length=2, doc=(
     "Translation for x and y (one number for both). Numbers in [-1, 1] are fractions of the resolution, "
     "larger ones pixels.")))
-def shift(images, shift):
+def shift(views, shift):
     """Translates the image by whole pixels, wrapping the edges around: `shift: .5` moves the centre of the
     image to the former bottom-right corner."""
-    h, w = images.shape[-2:]
-    return torch.roll(images, (round(pixels_or_fraction(shift[1], h)), round(pixels_or_fraction(shift[0], w))),
-                      dims=(2, 3))
+    w, h = views.size
+    d = torch.tensor([[round(pixels_or_fraction(shift[0], w)), round(pixels_or_fraction(shift[1], h))]],
+                     dtype=torch.float32, device=views.device)
+    return views.add(G.translation(d[:, 0], d[:, 1]), views.size, "wrap")
 
 
-@transform("random_translate", P("float", length=2, check=in_range(0, 1), doc=(
+@geometric("random_translate", P("float", length=2, check=in_range(0, 1), doc=(
     "The largest translation as a fraction of width and height: `a, b` moves each view by a random "
     "dx in (-a * width, a * width) and dy in (-b * height, b * height).")), random=True)
-def random_translate(images, offset, rng):
+def random_translate(views, offset, rng):
     """Randomly translates each view by whole pixels. The resolution is not changed; areas moved in from
     outside of the image are black (zero), nothing wraps around."""
-    n, _, h, w = images.shape
-    dx = uniform(rng, n, -offset[0] * w, offset[0] * w, images.device).round()
-    dy = uniform(rng, n, -offset[1] * h, offset[1] * h, images.device).round()
-    return affine(images, scale_shift_matrices(torch.ones_like(dx), dx, dy))
+    (w, h), n = views.size, views.batch
+    dx = uniform(rng, n, -offset[0] * w, offset[0] * w, views.device).round()
+    dy = uniform(rng, n, -offset[1] * h, offset[1] * h, views.device).round()
+    return views.add(G.translation(dx, dy), views.size)
 
 
-@transform("random_rotate", {
+@geometric("random_rotate", {
     "degree": P("float", length=2, required=True,
                 doc="The minimum and maximum counter-clockwise angle of rotation in degrees."),
     "center": P("float", [0.5, 0.5], length=2,
                 doc="The minimum and maximum center of rotation (for x and y) in the range [0, 1]."),
 }, random=True)
-def random_rotate(images, degree, center, rng):
+def random_rotate(views, degree, center, rng):
     """Randomly rotates each view by an angle in `degree` around a centre in `center`. The resolution is not
     changed; areas outside of the image are black (zero)."""
-    n, _, h, w = images.shape
-    angles = uniform(rng, n, degree[0], degree[1], images.device)
-    cx = uniform(rng, n, center[0], center[1], images.device)
-    cy = uniform(rng, n, center[0], center[1], images.device)
-    return affine(images, rotation_matrices(angles, cx, cy, w, h))
+    (w, h), n = views.size, views.batch
+    angles = uniform(rng, n, degree[0], degree[1], views.device)
+    cx = uniform(rng, n, center[0], center[1], views.device)
+    cy = uniform(rng, n, center[0], center[1], views.device)
+    return views.add(G.rotation(angles, cx * w, cy * h), views.size)
 
 
-@transform("rotate", {
+@geometric("rotate", {
     "degree": P("float", required=True, doc="The counter-clockwise angle of rotation in degrees."),
     "center": P("float", [0.5, 0.5], length=2, doc="The center of rotation (x and y) in the range [0, 1]."),
 })
-def rotate(images, degree, center):
+def rotate(views, degree, center):
     """Rotates the image counter-clockwise. The resolution is not changed; areas outside are black (zero)."""
-    h, w = images.shape[-2:]
-    one = torch.ones(1, device=images.device)
-    return affine(images, rotation_matrices(one * degree, one * center[0], one * center[1], w, h))
+    w, h = views.size
+    one = torch.ones(1, device=views.device)
+    return views.add(G.rotation(one * degree, one * center[0] * w, one * center[1] * h), views.size)
 
 
-@transform("random_scale", P("float", length=2, check=positive,
+@geometric("random_scale", P("float", length=2, check=positive,
                              doc="Minimum and maximum scale: 0.5 is half, 2.0 double the size."), random=True)
-def random_scale(images, scale, rng):
+def random_scale(views, scale, rng):
     """Randomly scales the contents of each view around the centre; the resolution stays, areas outside of
     the image are black (zero)."""
-    s = uniform(rng, images.shape[0], scale[0], scale[1], images.device)
-    zero = torch.zeros_like(s)
-    return affine(images, scale_shift_matrices(s, zero, zero))
+    w, h = views.size
+    s = uniform(rng, views.batch, scale[0], scale[1], views.device)
+    return views.add(G.scaling(s, s, w / 2, h / 2), views.size)
 
 
-@transform("random_perspective", {
+@geometric("random_perspective", {
     "distortion": P("float", [0.0, 0.5], length=2, check=in_range(0, 1), doc=(
         "Minimum and maximum strength of the distortion: how far each corner may move towards the centre, "
         "as a fraction of half the width and height (torchvision's `distortion_scale`).")),
     "probability": P("float", 1.0, check=in_range(0, 1), doc="The chance of each view to be distorted."),
 }, random=True)
-def random_perspective(images, distortion, probability, rng):
+def random_perspective(views, distortion, probability, rng):
     """Randomly projects each view as if seen at an angle: its corners move inwards by random amounts.
     The resolution is not changed; areas outside of the image are black (zero)."""
-    n, device = images.shape[0], images.device
+    (w, h), n, device = views.size, views.batch, views.device
     strength = uniform(rng, n, distortion[0], distortion[1], device)
     strength = strength * (torch.rand(n, generator=rng, device=device) < probability)
     moves = torch.rand(n, 4, 2, generator=rng, device=device)
-    corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], device=device)
+    corners = torch.tensor([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]], device=device)
     # each corner moves towards the centre by up to `strength` times half the size
-    moved = corners + (0.5 - corners) * moves * strength[:, None, None]
-    return project(images, homographies(moved, corners.expand(n, -1, -1)))
+    centre = torch.tensor([w / 2, h / 2], device=device)
+    moved = corners + (centre - corners) * moves * strength[:, None, None]
+    return views.add(G.homography(moved, corners.expand(n, -1, -1)), views.size)
 
 
-@transform("center_crop", P("int", length=2, check=positive, doc="Width and height of the crop; one number for "
+def crop_offsets(size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
+    """Top-left of a centred crop (torchvision's rounding; negative where the crop is larger)."""
+    return tuple(int(round((s - c) / 2.0)) if c <= s else -((c - s) // 2) for s, c in zip(size, crop))
+
+
+@geometric("center_crop", P("int", length=2, check=positive, doc="Width and height of the crop; one number for "
                             "a square."), keeps_resolution=False)
-def center_crop(images, size):
+def center_crop(views, size):
     """Crops an image of the given resolution from the centre (padding with black where it is larger)."""
-    return TF.center_crop(images, [size[1], size[0]])
+    x, y = crop_offsets(views.size, size)
+    return views.add(G.translation(*torch.tensor([[-x], [-y]], dtype=torch.float32)), size)
 
 
-@transform("crop", P("float", length=4, check=lambda v: None if min(v) >= 0 and min(v[2:]) > 0 else
+@geometric("crop", P("float", length=4, check=lambda v: None if min(v) >= 0 and min(v[2:]) > 0 else
                      "needs x, y >= 0 and width, height > 0", doc=(
     "x and y of the top-left corner, then width and height. Numbers below 1 are fractions of the resolution, "
     "numbers from 1 on are pixels.")), keeps_resolution=False)
-def crop(images, xywh):
+def crop(views, xywh):
     """Crops a fixed section from the image (black where it reaches outside)."""
-    h, w = images.shape[-2:]
+    w, h = views.size
     x, y, cw, ch = (round(v * size if v < 1 else v) for v, size in zip(xywh, (w, h, w, h)))
-    return TF.crop(images, y, x, max(1, ch), max(1, cw))
+    return views.add(G.translation(*torch.tensor([[-x], [-y]], dtype=torch.float32)), (max(1, cw), max(1, ch)))
 
 
-@transform("random_crop", P("int", length=2, check=positive, doc=(
+@geometric("random_crop", P("int", length=2, check=positive, doc=(
     "Width and height of the window; one number for a square.")), random=True, keeps_resolution=False)
-def random_crop(images, size, rng):
+def random_crop(views, size, rng):
     """Crops a window of the given resolution from a random position of each view (an image smaller than the
     window is padded with black around the centre first)."""
     cw, ch = size
-    h, w = images.shape[-2:]
+    w, h = views.size
     if cw > w or ch > h:
-        images = TF.center_crop(images, [max(h, ch), max(w, cw)])
-        h, w = images.shape[-2:]
-    n, device = images.shape[0], images.device
-    top = torch.randint(0, h - ch + 1, (n, 1), generator=rng, device=device)
-    left = torch.randint(0, w - cw + 1, (n, 1), generator=rng, device=device)
-    return take(images, top + torch.arange(ch, device=device), left + torch.arange(cw, device=device))
+        views = center_crop.__wrapped__(views, (max(w, cw), max(h, ch)))
+        w, h = views.size
+    n, device = views.batch, views.device
+    top = torch.randint(0, h - ch + 1, (n,), generator=rng, device=device).float()
+    left = torch.randint(0, w - cw + 1, (n,), generator=rng, device=device).float()
+    return views.add(G.translation(-left, -top), size)
 
 
-@transform("pad", {
+@geometric("pad", {
     "size": P("int", length=2, required=True, check=at_least(0), doc=(
         "Columns and rows added on each side: `1, 2` adds one column left and right and two rows at the top "
         "and bottom; one number for both.")),
@@ -299,24 +241,21 @@ def random_crop(images, size, rng):
         "How the new pixels are filled: `fill` with `color`, `edge` repeats the outermost pixels, `wrap` "
         "continues with the image from the opposite edge.")),
 }, keeps_resolution=False)
-def pad(images, size, color, mode):
+def pad(views, size, color, mode):
     """Adds pixels around the image."""
     px, py = size
-    h, w = images.shape[-2:]
-    if mode == "fill":
-        c = rgb(color, images)
-        return F.pad(images - c, [px, px, py, py]) + c
-    xs = torch.arange(-px, w + px, device=images.device)
-    ys = torch.arange(-py, h + py, device=images.device)
-    xs, ys = (xs % w, ys % h) if mode == "wrap" else (xs.clamp(0, w - 1), ys.clamp(0, h - 1))
-    return images[..., ys, :][..., xs]
+    w, h = views.size
+    fill = torch.tensor(color, dtype=torch.float32, device=views.device)
+    move = G.translation(*torch.tensor([[px], [py]], dtype=torch.float32))
+    return views.add(move, (w + 2 * px, h + 2 * py), mode, fill)
 
 
-@transform("repeat", P("int", length=2, check=at_least(1), doc=(
+@geometric("repeat", P("int", length=2, check=at_least(1), doc=(
     "How often the image appears along x and y; one number for both.")), keeps_resolution=False)
-def repeat(images, count):
+def repeat(views, count):
     """Tiles the image to the right and down: `repeat: 3` gives 3x3 copies at three times the resolution."""
-    return images.repeat(1, 1, count[1], count[0])
+    w, h = views.size
+    return views.add(G.eye(1), (w * count[0], h * count[1]), "wrap")
 
 
 @transform("resize", P("int", length=2, check=at_least(1), doc=(

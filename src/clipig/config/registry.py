@@ -52,7 +52,7 @@ class Registry(dict):
 
 
 def _first_arg(fn: Callable) -> str:
-    names = [p for p in inspect.signature(fn).parameters if p not in ("images", "rng")]
+    names = [p for p in inspect.signature(fn).parameters if p not in ("images", "views", "rng")]
     return names[0]
 
 

@@ -1,0 +1,153 @@
+"""Geometric transforms folded into one resampling per view.
+
+A chain like `repeat -> random_shift -> random_rotate -> random_scale -> center_crop` does not need to
+produce each intermediate image: every step is a map from its output pixel coordinates to its input pixel
+coordinates (a 3x3 matrix per view, homogeneous, pixel centres at +0.5) plus what lies outside its input
+(zeros, a fill colour, wrap-around or the edge pixels). `Views` collects the steps and samples the source
+image once, at the final (usually CLIP-sized) resolution, so the cost follows the view size, not the image
+size. Integer moves (shift, crop, repeat, pad) sample exactly at pixel centres and stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Step:
+    matrix: torch.Tensor  # [n, 3, 3]: output pixel coords -> input pixel coords
+    size: tuple[int, int]  # (width, height) of the step's input
+    outside: str  # zeros | fill | wrap | edge | none
+    fill: torch.Tensor | None = None  # [3] colour for "fill"
+
+
+class Views:
+    """A lazy batch of views of `source` [N, 3, H, W]: geometric steps are collected and sampled once."""
+
+    def __init__(self, source: torch.Tensor, batch: int | None = None):
+        self.source = source
+        self.steps: list[Step] = []
+        self.size = (source.shape[-1], source.shape[-2])
+        self.batch = batch or source.shape[0]
+
+    @classmethod
+    def of(cls, images) -> "Views":
+        return images if isinstance(images, Views) else cls(images)
+
+    @property
+    def device(self) -> torch.device:
+        return self.source.device
+
+    def add(self, matrix: torch.Tensor, size: tuple[int, int], outside: str = "zeros", fill=None) -> "Views":
+        """Append a step that maps the new output (of `size`) to the current size."""
+        self.steps.append(Step(matrix.to(self.device, torch.float32), self.size, outside, fill))
+        self.size = (int(size[0]), int(size[1]))
+        return self
+
+    def tensor(self) -> torch.Tensor:
+        """Sample the views: [batch, 3, h, w]."""
+        if not self.steps:
+            src = self.source
+            return src.expand(self.batch, -1, -1, -1) if src.shape[0] != self.batch else src
+        w, h = self.size
+        ys, xs = torch.meshgrid(torch.arange(h, device=self.device, dtype=torch.float32) + 0.5,
+                                torch.arange(w, device=self.device, dtype=torch.float32) + 0.5, indexing="ij")
+        coords = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w, device=self.device)])[None]
+        masks = []
+        for step in reversed(self.steps):
+            coords = step.matrix @ coords  # [n, 3, P]
+            x, y = coords[:, 0] / coords[:, 2], coords[:, 1] / coords[:, 2]
+            sw, sh = step.size
+            if step.outside == "wrap":
+                x, y = torch.remainder(x, sw), torch.remainder(y, sh)
+            elif step.outside == "edge":
+                x, y = x.clamp(0.5, sw - 0.5), y.clamp(0.5, sh - 0.5)
+            elif step.outside in ("zeros", "fill"):  # "fill" is pad's mode name for a colour
+                masks.append(((x >= 0) & (x <= sw) & (y >= 0) & (y <= sh), step.fill))
+            coords = torch.stack([x, y, torch.ones_like(x)], 1)
+        out = self._sample(coords[:, 0], coords[:, 1], self.steps[0].outside)  # [B, 3, P]
+        for inside, fill in reversed(masks):
+            value = 0.0 if fill is None else fill.to(out.dtype).view(1, 3, 1)
+            out = torch.where(inside[:, None, :], out, value)
+        if out.shape[0] != self.batch:
+            out = out.expand(self.batch, -1, -1)
+        return out.reshape(self.batch, 3, h, w)
+
+    def _sample(self, x: torch.Tensor, y: torch.Tensor, outside: str) -> torch.Tensor:
+        """Samples of the source at pixel coordinates x, y [n, P] -> [n, 3, P]: a plain gather where all
+        coordinates are pixel centres (exact), else bilinear."""
+        src = self.source
+        sh, sw = src.shape[-2:]
+        ix, iy = x - 0.5, y - 0.5
+        if torch.equal(ix, ix.round()) and torch.equal(iy, iy.round()):
+            index = (iy.long().clamp(0, sh - 1) * sw + ix.long().clamp(0, sw - 1))  # outside is masked later
+            flat = src.flatten(2)
+            if src.shape[0] == 1:
+                return flat[0][:, index].transpose(0, 1)
+            return torch.gather(flat, 2, index[:, None, :].expand(src.shape[0], 3, -1))
+        if outside == "wrap":  # neighbours across the seam come from the other side
+            src = F.pad(src, (1, 1, 1, 1), mode="circular")
+            x, y = x + 1, y + 1
+            sh, sw = src.shape[-2:]
+        grid = torch.stack([x / sw * 2 - 1, y / sh * 2 - 1], -1).to(src.dtype)  # [n, P, 2]
+        n, p = grid.shape[:2]
+        if src.shape[0] == 1:  # one source image: all views in one call, the gradient stays [1, 3, H, W]
+            out = F.grid_sample(src, grid.reshape(1, n * p, 1, 2), mode="bilinear", padding_mode="zeros",
+                                align_corners=False)
+            return out.reshape(3, n, p).transpose(0, 1)
+        if n == 1 and src.shape[0] > 1:
+            grid = grid.expand(src.shape[0], -1, -1)
+        out = F.grid_sample(src, grid[:, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out[..., 0]
+
+
+def as_tensor(images) -> torch.Tensor:
+    return images.tensor() if isinstance(images, Views) else images
+
+
+# --- matrices (output pixel coords -> input pixel coords), [n, 3, 3] ----------------------------------------
+
+def eye(n: int = 1, device=None) -> torch.Tensor:
+    return torch.eye(3, device=device).repeat(n, 1, 1)
+
+
+def translation(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Content moves by (+dx, +dy): input = output - d."""
+    m = eye(len(dx), dx.device)
+    m[:, 0, 2], m[:, 1, 2] = -dx, -dy
+    return m
+
+
+def scaling(sx: torch.Tensor, sy: torch.Tensor, cx: float, cy: float) -> torch.Tensor:
+    """Content scaled by (sx, sy) around the pixel point (cx, cy)."""
+    m = eye(len(sx), sx.device)
+    m[:, 0, 0], m[:, 1, 1] = 1 / sx, 1 / sy
+    m[:, 0, 2], m[:, 1, 2] = cx - cx / sx, cy - cy / sy
+    return m
+
+
+def rotation(degrees: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
+    """Counter-clockwise (on screen, y pointing down) rotation around the pixel points (cx, cy)."""
+    rad = torch.deg2rad(degrees)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    m = eye(len(degrees), degrees.device)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin, sin, cos
+    m[:, 0, 2] = cx - (cos * cx - sin * cy)
+    m[:, 1, 2] = cy - (sin * cx + cos * cy)
+    return m
+
+
+def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Matrices [n, 3, 3] mapping the 4 points `src` [n, 4, 2] onto `dst` [n, 4, 2]."""
+    n = src.shape[0]
+    x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
+    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], -1)
+    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], -1)
+    a = torch.cat([rows_u, rows_v], 1)  # [n, 8, 8]
+    b = torch.cat([u, v], 1)[..., None]
+    h = torch.linalg.solve(a, b)[..., 0]
+    return torch.cat([h, torch.ones(n, 1, device=src.device, dtype=src.dtype)], 1).view(n, 3, 3)

@@ -1,0 +1,43 @@
+"""Folding geometric transforms into one resampling gives the same views as applying them one by one."""
+
+import torch
+
+from clipig.config.registry import TRANSFORMS
+from clipig.geometry import Views
+
+
+def chain(images, steps, seed, fused: bool):
+    rng = torch.Generator().manual_seed(seed)
+    views = Views(images, batch=4) if fused else images.expand(4, -1, -1, -1)
+    for name, args in steps:
+        spec = TRANSFORMS[name]
+        extra = {"rng": rng} if spec.random else {}
+        views = spec.flags["geometry"](views, **args, **extra) if fused else spec.fn(views, **args, **extra)
+    return views.tensor() if fused else views
+
+
+def test_integer_moves_are_exact():
+    image = torch.rand(1, 3, 12, 10)
+    steps = [("repeat", {"count": [3, 2]}), ("random_shift", {"shift": [0, 1]}),
+             ("pad", {"size": [2, 1], "color": [.1, .2, .3], "mode": "fill"}), ("center_crop", {"size": [16, 9]}),
+             ("random_crop", {"size": [8, 8]}), ("pad", {"size": [1, 1], "color": [0, 0, 0], "mode": "wrap"})]
+    assert torch.equal(chain(image, steps, 3, True), chain(image, steps, 3, False))
+
+
+def test_rotation_scale_and_perspective_match_within_resampling_error():
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8), size=(48, 48), mode="bilinear")
+    steps = [("repeat", {"count": [2, 2]}), ("random_rotate", {"degree": [-30, 30], "center": [.4, .6]}),
+             ("random_scale", {"scale": [.8, 1.2]}), ("random_perspective", {"distortion": [0, .3],
+                                                                           "probability": 1.0}),
+             ("center_crop", {"size": [40, 40]})]
+    fused, stepwise = chain(image, steps, 5, True), chain(image, steps, 5, False)
+    assert fused.shape == stepwise.shape == (4, 3, 40, 40)
+    assert (fused - stepwise).abs().mean() < 0.02
+
+
+def test_fused_views_pass_the_gradient_to_the_one_source_image():
+    image = torch.rand(1, 3, 64, 64, requires_grad=True)
+    steps = [("random_rotate", {"degree": [-10, 10], "center": [.5, .5]}), ("center_crop", {"size": [32, 32]})]
+    chain(image, steps, 0, True).square().sum().backward()
+    assert image.grad.shape == (1, 3, 64, 64)
+    assert image.grad[..., 16:48, 16:48].abs().sum() > 0
