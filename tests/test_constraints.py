@@ -35,7 +35,17 @@ def args(name, raw=None, **variables):
 
 
 def loss(name, images, raw=None, seed=0):
-    return C.constraint_loss(CONSTRAINTS[name], images, args(name, raw), torch.Generator().manual_seed(seed))
+    """The loss before the constraint's fixed strength (tested separately below)."""
+    spec = CONSTRAINTS[name]
+    total = C.constraint_loss(spec, images, args(name, raw), torch.Generator().manual_seed(seed))
+    return total / spec.flags["strength"]
+
+
+def test_losses_are_scaled_by_the_documented_strength():
+    strengths = {name: spec.flags["strength"] for name, spec in CONSTRAINTS.items()}
+    assert strengths == {**{name: 100.0 for name in CONSTRAINTS}, "normalize": 10.0, "contrast": 1.0}
+    image = torch.full((1, 3, 4, 4), 0.2)
+    assert C.constraint_loss(CONSTRAINTS["mean"], image, args("mean", {"above": 0.5})) == pytest.approx(9.0)
 
 
 def value(name, images, **kw):

@@ -6,6 +6,9 @@ Two shapes of constraint:
 - a *goal* (`blur`, `border`, `noise`, `normalize`) returns the image the views should look like; the loss
   is the difference to it (the goal itself is not differentiated).
 Every constraint also has `weight`, `start`, `end` and `loss` (`l1`/`mae`, `l2`/`mse`).
+
+The loss is multiplied by a fixed strength (100; `normalize` 10, `contrast` 1, as in the original CLIPig)
+so that `weight: 1` is comparable to a feature loss and the documented examples behave as described.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def common_params() -> dict[str, Param]:
     }
 
 
-def constraint(name: str, params: dict[str, Param] | None = None, measure: bool = False, **flags):
+def constraint(name: str, params: dict[str, Param] | None = None, measure: bool = False, strength: float = 100.0,
+               **flags):
     """Register a constraint; a measure gets `above`/`below`, every constraint the common parameters."""
     declared = {}
     if measure:
@@ -41,7 +45,7 @@ def constraint(name: str, params: dict[str, Param] | None = None, measure: bool 
         declared["below"] = P("float", length=3, doc="If given, the loss grows while the value is above it.")
     declared.update(params or {})
     declared.update(common_params())
-    return CONSTRAINTS.add(name, declared, measure=measure, **flags)
+    return CONSTRAINTS.add(name, declared, measure=measure, strength=strength, **flags)
 
 
 def loss_of(difference: torch.Tensor, loss: str) -> torch.Tensor:
@@ -49,7 +53,11 @@ def loss_of(difference: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def constraint_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.Tensor:
-    """The unweighted loss of one constraint entry on the views `images`."""
+    """The loss of one constraint entry on the views `images` (times its strength, without `weight`)."""
+    return spec.flags["strength"] * _raw_loss(spec, images, args, rng)
+
+
+def _raw_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.Tensor:
     fn_args = {k: v for k, v in args.items() if k not in ("weight", "start", "end", "loss", "above", "below")}
     if spec.random:
         fn_args["rng"] = rng
@@ -101,7 +109,7 @@ def noise(images, std, rng):
     return T.noise(images, std, rng)
 
 
-@constraint("normalize", {
+@constraint("normalize", strength=10.0, params={
     "min": P("float", [0.0, 0.0, 0.0], length=3, doc="The desired lowest value; one number for all channels."),
     "max": P("float", [1.0, 1.0, 1.0], length=3, doc="The desired highest value; one number for all channels."),
 })
@@ -141,7 +149,7 @@ def masked_mean(images: torch.Tensor, mask: torch.Tensor, otherwise: torch.Tenso
     return torch.where(count > 0, (images * mask).sum(dim=(2, 3)) / count.clamp(min=1), otherwise)
 
 
-@constraint("contrast", measure=True)
+@constraint("contrast", measure=True, strength=1.0)
 def contrast(images):
     """Pushes the contrast above or below a threshold. The contrast of a channel is the mean of its pixels
     above the channel mean minus the mean of its pixels below it (0 for a flat channel)."""
