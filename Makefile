@@ -32,7 +32,7 @@ install: $(STAMP)
 install-test: $(TEST_STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/clipig examples/curly-spoon.yaml -o out/
+	$(VENV)/bin/clipig examples/05-curly-handle.yaml -o out/
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest

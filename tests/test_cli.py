@@ -164,3 +164,10 @@ def test_every_spec_example_renders_or_gives_a_clear_error(block, tmp_path, tiny
     else:
         assert rc == 0, err
         assert (tmp_path / "example.png").exists()
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
+def test_every_example_renders(example, tmp_path, tiny, capsys):
+    rc = main([str(ROOT / "examples" / example), "-o", f"{tmp_path}/", "--set", "epochs=3", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / example.replace(".yaml", ".png")).exists()
