@@ -37,6 +37,9 @@ run: $(STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m pytest
 
+bench: $(STAMP)
+	$(PY) -m clipig.bench
+
 docs: $(STAMP)
 	$(VENV)/bin/clipig docs -o docs/
 

@@ -68,9 +68,15 @@ def sidecar_text(config, engine=None, reason: str = "done") -> str:
     """The complete configuration (every default filled in) with a comment header about the run."""
     data = to_data(config)
     data.get("init", {}).pop("image_tensor", None)
+    if engine is not None:  # the seed drawn for the run goes where the registry has it, after start_epoch
+        ordered = {}
+        for key, value in data.items():
+            ordered[key] = value
+            if key == "start_epoch":
+                ordered["seed"] = engine.seed
+        data = ordered
     header = [f"CLIPig run of {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
     if engine is not None:
-        data["seed"] = engine.seed
         done = engine.epochs_done
         per = engine.runtime / done if done else 0.0
         state = "finished:" if reason == "done" else f"{reason} at epoch"
