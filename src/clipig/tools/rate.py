@@ -1,0 +1,128 @@
+"""`clipig rate IMAGE... -t TEXT...`: the CLIP similarity of images to texts and reference images.
+
+Numbers are cosine similarity * 100, the scale of the training statistics. A rated image goes through
+CLIP exactly like the engine's own pixels (bilinear resize to the CLIP input size), so rating a PNG that
+CLIPig wrote gives the similarity the engine measured for those pixels; reference images (`-i`) are
+encoded like image features of a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipig rate", description=(
+        "Rate images by their CLIP similarity (cosine * 100) to texts and reference images."))
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="images to rate (paths or URLs)")
+    p.add_argument("-t", "--text", nargs="+", action="extend", default=[], metavar="TEXT", help="texts")
+    p.add_argument("-i", "--image", nargs="+", action="extend", default=[], dest="references", metavar="IMAGE",
+                   help="reference images")
+    p.add_argument("--text-file", action="append", default=[], metavar="F", help="file with one text per line")
+    p.add_argument("--image-file", action="append", default=[], metavar="F",
+                   help="file with one reference image per line (relative paths from the file's folder)")
+    p.add_argument("--model", default="ViT-B/32", help="CLIP model (default: ViT-B/32, see `clipig models`)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--sort", type=int, metavar="N", help="sort by column N (1 = first); negative: descending")
+    p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the table as CSV")
+    p.add_argument("--cache", action="store_true",
+                   help="keep image features in the user cache, keyed by file content and model")
+    return p
+
+
+def lines(path: str) -> list[str]:
+    """Non-empty lines of a text file, without `#` comments."""
+    from ..config.errors import ConfigError
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read the file: {e.strerror or e}", file=path) from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def quantize(image: torch.Tensor) -> torch.Tensor:
+    """[3,H,W] in [0,1] -> the same 8-bit values a PNG holds (as written by clipig.output.to_pil)."""
+    return torch.floor(image.clamp(0, 1) * 255.0 + 0.5) / 255.0
+
+
+def _cache_file(critic, path: str, how: str) -> Path:
+    from ..critic import cache_dir
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", critic.name).strip("_")
+    return cache_dir() / "features" / model / f"{digest}.{how}.pt"
+
+
+@torch.no_grad()
+def image_features(critic, paths: list[str], reference: bool = False, cache: bool = False) -> torch.Tensor:
+    """[N, D] features of image files: as the engine sees pixels, or (`reference`) as a target image feature."""
+    from ..critic import ImageError, load_image
+    from ..output import atomic_write
+    rows = []
+    for path in paths:
+        file = None
+        if cache and not path.lower().startswith(("http://", "https://")):
+            if not Path(path).is_file():
+                raise ImageError(f"Image not found: {path}")
+            file = _cache_file(critic, path, "reference" if reference else "pixels")
+            if file.is_file():
+                rows.append(torch.load(file, map_location=critic.device, weights_only=True))
+                continue
+        if reference:
+            feature = critic.encode_image_files([path])[0]
+        else:
+            feature = critic.encode_image(load_image(path)[None].to(critic.device))[0]
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(file, lambda f, v=feature.cpu(): torch.save(v, f))
+        rows.append(feature)
+    return torch.stack(rows) if rows else torch.empty(0, critic.embed_dim, device=critic.device)
+
+
+def rate(critic, images: list[str], texts: list[str] = (), references: list[str] = (),
+         cache: bool = False) -> torch.Tensor:
+    """[images, texts + references] similarities (cosine * 100)."""
+    targets = torch.cat([critic.encode_text(list(texts)),
+                         image_features(critic, list(references), reference=True, cache=cache)])
+    return critic.similarity(image_features(critic, images, cache=cache), targets).cpu()
+
+
+def table(images: list[str], labels: list[str], values: list[list[float]]) -> str:
+    legend = [f"{i + 1:>3}: {label}" for i, label in enumerate(labels)]
+    width = max(len("image"), *(len(n) for n in images))
+    head = f"{'image':<{width}}" + "".join(f"{i + 1:>8}" for i in range(len(labels)))
+    rows = [f"{name:<{width}}" + "".join(f"{v:8.2f}" for v in row) for name, row in zip(images, values)]
+    return "\n".join([*legend, "", head, *rows])
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from ..config.errors import ConfigError
+    from ..critic import load_critic
+    texts = args.text + [t for f in args.text_file for t in lines(f)]
+    references = args.references + [str(Path(f).parent / r) if not Path(r).is_absolute() and "://" not in r
+                                     else r for f in args.image_file for r in lines(f)]
+    if not texts and not references:
+        raise ConfigError("nothing to rate against: give texts (-t, --text-file) or images (-i, --image-file)")
+    labels = texts + references
+    if args.sort is not None and not 1 <= abs(args.sort) <= len(labels):
+        raise ConfigError(f"--sort {args.sort}: there are {len(labels)} columns (1 to {len(labels)})")
+    critic = load_critic(args.model, args.device)
+    values = rate(critic, args.images, texts, references, cache=args.cache).tolist()
+    rows = list(zip(args.images, values))
+    if args.sort:
+        rows.sort(key=lambda r: r[1][abs(args.sort) - 1], reverse=args.sort < 0)
+    print(table([r[0] for r in rows], labels, [r[1] for r in rows]))
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", *labels])
+            writer.writerows([name, *(f"{v:.4f}" for v in row)] for name, row in rows)
+        print(f"saved {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,282 @@
+"""Run many render jobs: in this process, in worker processes, or as Ray tasks; retry, progress, records.
+
+A job is a plain dict (picklable, also for Ray):
+  name     where its files go, relative to the output folder and without suffix ("runs/run-0007")
+  data     the complete experiment data (plain dicts and lists, seed filled in)
+  stop_at  optional: stop after this epoch (the schedule still runs over `epochs`)
+  meta     fields copied into the record (run number, grid values, ...)
+
+A worker returns the PNG bytes, the sidecar text and the numbers; only the driver writes files, so a
+Ray cluster without a shared file system fills the same output folder. Each finished job leaves
+`NAME.png`, `NAME.yaml` and, written last and atomically, `NAME.json`: the record. A job whose record
+exists (for the same experiment data) is read back instead of rendered again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from ..config.errors import ConfigError
+from ..output import atomic_write
+from ..report import duration
+
+RETRIES = 1
+_DEVICE: str | None = None  # the device of this worker process, set by _init_worker
+UNKEYED = ("device", "verbose", "output", "snapshot_interval")  # parameters that do not change the image
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """Where the work runs, shared by `rank` and `batch`."""
+    p.add_argument("--workers", type=int, help="parallel runs: worker processes here (default: one per GPU, "
+                   "or 1 on the CPU, which runs in this process); with Ray the most tasks at once")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: this machine; ray: tasks on a Ray cluster (pip install 'clipig[ray]')")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a new local Ray instance)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def plain(data):
+    """The loader's data (dicts and lists remembering file lines) as plain dicts and lists."""
+    if isinstance(data, dict):
+        return {k: plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [plain(v) for v in data]
+    return data
+
+
+def job_key(job: dict) -> str:
+    """Fingerprint of what a job renders (the start pixels are left out: they follow from `meta`)."""
+    data = {k: v for k, v in job["data"].items() if k not in UNKEYED}
+    data["init"] = {k: v for k, v in (data.get("init") or {}).items() if k != "image_tensor"}
+    text = json.dumps([data, job.get("stop_at"), job.get("meta")], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- inside a worker
+
+def _init_worker(devices, threads: int) -> None:
+    import signal
+
+    import torch
+    global _DEVICE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and ends the workers
+    _DEVICE = devices.get()
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def render_job(job: dict) -> dict:
+    """Render one job; the critic is loaded once per process (load_critic caches it)."""
+    import torch
+
+    from ..config.schema import validate
+    from ..critic import load_critic, resolve_device
+    from ..engine import Engine
+    from ..output import sidecar_text, to_pil
+    from .rate import quantize
+
+    config = validate(job["data"])
+    device = _DEVICE if _DEVICE and config.device() == "auto" else config.device()
+    critic = load_critic(config.model(), resolve_device(device))
+    stop_at = job.get("stop_at")
+
+    def stopper(event):
+        if event.kind == "epoch" and event.engine.epoch >= stop_at:
+            event.engine.stop()
+
+    engine = Engine(config, critic=critic, listeners=[stopper] if stop_at else [])
+    reason = engine.run()
+    image = quantize(engine.image())  # exactly the PNG's pixels: `clipig rate` of the file gives the same
+    features = torch.cat([t.vectors for t in engine.targets])
+    with torch.no_grad():
+        sims = critic.similarity(critic.encode_image(image[None].to(critic.device)), features)[0].tolist()
+    png = io.BytesIO()
+    to_pil(image).save(png, format="PNG")
+    if reason == "stopped" and stop_at and engine.epoch >= stop_at:
+        reason = "done"
+    return {"png": png.getvalue(), "sidecar": sidecar_text(config, engine, reason), "record": {
+        "seed": engine.seed, "epoch": engine.epoch, "epochs": engine.epochs,
+        "sim": round(sum(sims) / len(sims), 4) if sims else None, "sims": [round(s, 4) for s in sims],
+        "labels": [label for t in engine.targets for label in t.labels()], "runtime": round(engine.runtime, 3)}}
+
+
+# ---------------------------------------------------------------- records
+
+def read_record(root: Path, job: dict) -> dict | None:
+    """The job's record, if it finished before with the same experiment data."""
+    try:
+        record = json.loads((root / f"{job['name']}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if record.get("key") == job_key(job) and (root / record["file"]).is_file() else None
+
+
+def save_result(root: Path, job: dict, result: dict) -> dict:
+    base = root / job["name"]
+    base.parent.mkdir(parents=True, exist_ok=True)
+    png, sidecar, record_path = (base.with_name(base.name + s) for s in (".png", ".yaml", ".json"))
+    atomic_write(png, lambda f: f.write(result["png"]))
+    atomic_write(sidecar, lambda f: f.write(result["sidecar"].encode("utf-8")))
+    record = {"name": job["name"], **job.get("meta", {}), **result["record"],
+              "file": png.relative_to(root).as_posix(), "key": job_key(job)}
+    text = json.dumps(record, indent=1)
+    atomic_write(record_path, lambda f: f.write(text.encode("utf-8")))
+    return record
+
+
+# ---------------------------------------------------------------- executors
+
+class Inline:
+    """Runs each job in this process when it is submitted."""
+    capacity = 1
+
+    def submit(self, fn, job) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(job))
+        except Exception as e:  # noqa: BLE001 - reported and retried by the caller
+            future.set_exception(e)
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+class Local:
+    """Worker processes (spawned) on this machine, one device each; a crashed process is replaced."""
+
+    def __init__(self, workers: int, devices: list[str | None]):
+        import multiprocessing
+        self.workers, self.devices, self.capacity = workers, devices, workers
+        self.context = multiprocessing.get_context("spawn")
+        self.pool = self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        queue = self.context.Queue()
+        for i in range(self.workers):
+            queue.put(self.devices[i % len(self.devices)])
+        threads = 0 if self.devices[0] else max(1, (os.cpu_count() or 1) // self.workers)
+        return ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_init_worker,
+                                   initargs=(queue, threads))
+
+    def submit(self, fn, job) -> Future:
+        try:
+            return self.pool.submit(fn, job)
+        except BrokenProcessPool:
+            self.pool = self._pool()
+            return self.pool.submit(fn, job)
+
+    def shutdown(self) -> None:
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+
+
+class Ray:
+    """Ray tasks on an existing cluster (or a local Ray instance), one GPU per task where GPUs exist."""
+
+    def __init__(self, address: str | None, workers: int | None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--backend ray needs Ray, an optional extra: pip install 'clipig[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        self.task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(render_job)
+        self.capacity = workers or 1 << 30
+        self.refs = []
+
+    def submit(self, fn, job) -> Future:
+        ref = self.task.remote(job)
+        self.refs.append(ref)
+        return ref.future()
+
+    def shutdown(self) -> None:
+        for ref in self.refs:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - finished already
+                pass
+
+
+def executor(args):
+    if args.backend == "ray":
+        return Ray(args.address, args.workers)
+    import torch
+    gpus = torch.cuda.device_count()
+    workers = args.workers or max(gpus, 1)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if workers == 1:
+        return Inline()
+    return Local(workers, [f"cuda:{i}" for i in range(gpus)] or [None])
+
+
+# ---------------------------------------------------------------- the loop
+
+class Progress:
+    def __init__(self, total: int, resumed: int, quiet: bool):
+        self.total, self.done, self.failed, self.quiet = total, resumed, 0, quiet
+        self.resumed, self.started = resumed, time.monotonic()
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        remaining = self.total - self.done - self.failed
+        rendered = self.done - self.resumed
+        eta = f", ETA {duration((time.monotonic() - self.started) / rendered * remaining)}" if rendered else ""
+        print(f"[{self.done}/{self.total} done, {self.failed} failed, {remaining} remaining{eta}] {text}",
+              file=sys.stderr, flush=True)
+
+
+def run_jobs(root: Path, jobs: list[dict], args, what: str = "runs") -> tuple[dict, list[str]]:
+    """Render the unfinished `jobs` into `root`; returns ({name: record} of all finished, [failed names])."""
+    records = {job["name"]: r for job in jobs if (r := read_record(root, job)) is not None}
+    todo = [job for job in jobs if job["name"] not in records]
+    progress = Progress(len(jobs), len(records), args.quiet)
+    if not todo:
+        progress.line(f"all {len(jobs)} {what} finished before")
+        return records, []
+    progress.line(f"{len(records)} {what} finished before, rendering {len(todo)}" if records
+                  else f"rendering {len(todo)} {what}")
+    pool, attempts, failed, running = executor(args), {}, [], {}
+    try:
+        while todo or running:
+            while todo and len(running) < pool.capacity:
+                job = todo.pop(0)
+                running[pool.submit(render_job, job)] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                try:
+                    record = save_result(root, job, future.result())
+                except Exception as e:  # noqa: BLE001 - one failed run never stops the others
+                    attempts[job["name"]] = tries = attempts.get(job["name"], 0) + 1
+                    error = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+                    if tries <= RETRIES:
+                        todo.append(job)
+                        progress.line(f"{job['name']} failed ({error}); retrying")
+                    else:
+                        failed.append(job["name"])
+                        progress.failed += 1
+                        progress.line(f"{job['name']} failed again ({error}); giving up")
+                    continue
+                records[job["name"]] = record
+                progress.done += 1
+                progress.line(f"{job['name']}  sim {record['sim']:.2f}  ({duration(record['runtime'])})"
+                              if record.get("sim") is not None else job["name"])
+    finally:
+        pool.shutdown()
+    return records, failed
