@@ -150,8 +150,9 @@ class Engine:
     def critique(self, views: list) -> "torch.Tensor":
         """CLIP features of all views in one batch (views not at the CLIP input size are resized to it)."""
         size = self.critic.input_size
-        batch = torch.cat([v if v.shape[-2:] == (size, size) else
-                           F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views])
+        parts = [v if v.shape[-2:] == (size, size) else
+                 F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views]
+        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
         with self.autocast():
             return self.critic.encode_image(batch).float()
 

@@ -9,7 +9,6 @@ Transforms that change the resolution are registered with `keeps_resolution=Fals
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
