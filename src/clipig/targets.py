@@ -110,7 +110,7 @@ class Target:
             cos = F.normalize(features.float(), dim=-1) @ self.normed.T  # [B, F]
         sim = cos * 100.0
         detached = sim.detach()
-        if self.fair is None and features is not None and self.node.feature_scale() == "fair" and len(self.features):
+        if self.fair is None and features is not None and self.node.feature_scale() == "fair":
             mean_sim = detached.mean(0)
             self.fair = torch.where(mean_sim.abs() > 1e-6, mean_sim.mean() / mean_sim, torch.ones_like(mean_sim))
         target_vars = {**variables, **similarity_variables(_mean_item(detached, active, self.uses_sim))}
@@ -126,19 +126,22 @@ class Target:
             value = constraint_loss(entry.spec, views, args, rng)
             total = total + target_weight * args["weight"] * value
             constraint_losses[0, j], constraint_mask[0, j] = value.detach(), 1
+        trained = None
         if active:
-            total = total + target_weight * self._feature_loss(features, cos, detached, active, variables,
-                                                               target_weight)
-        self._record(self.window, detached, active, constraint_losses, constraint_mask)
-        self._record(self.total, detached, active, constraint_losses, constraint_mask)
+            feature_loss, trained = self._feature_loss(features, cos, detached, active, variables, target_weight)
+            total = total + target_weight * feature_loss
+        for stats in (self.window, self.total):
+            self._record(stats, detached, active, trained, constraint_losses, constraint_mask)
         return total
 
-    def _feature_loss(self, features, cos, sim, active, variables, target_weight: float) -> torch.Tensor:
+    def _feature_loss(self, features, cos, sim, active, variables, target_weight: float):
+        """The feature loss and what was trained: (per view and feature losses [B, A], mask [B, A], indices)."""
         batch = features.shape[0]
         weights, scales, losses = [], [], []
         for i in active:
             f = self.features[i]
-            fvars = {**variables, **similarity_variables(_mean_item(sim, [i], _uses_sim(f.weight, f.scale, f.loss)))}
+            needed = _uses_sim(f.weight, f.scale, f.loss)
+            fvars = {**variables, **similarity_variables(_mean_item(sim, [i], needed))}
             weights.append(f.weight(fvars))
             scales.append(f.scale(fvars))
             losses.append(f.loss(fvars))
@@ -153,8 +156,7 @@ class Target:
                              F.normalize(mixed, dim=-1).T)[:, 0]
             per_feature = per_view[:, None].expand(batch, len(active))
             mask = torch.ones(batch, len(active), device=self.device)
-            self._last_trained = (per_feature, mask, idx)
-            return per_view.mean()
+            return per_view.mean(), (per_feature, mask, idx)
         per_feature = torch.stack([_loss(features, self.vectors[i:i + 1], loss, cos[:, i:i + 1])[:, 0]
                                    for i, loss in zip(active, losses)], dim=1)  # [B, A]
         if select == "all":
@@ -165,10 +167,9 @@ class Target:
                 scaled = scaled * self.fair[idx]
             choice = scaled.argmax(1) if select == "best" else scaled.argmin(1)
             mask = F.one_hot(choice, len(active)).float()
-        self._last_trained = (per_feature, mask, idx)
-        return (per_feature * mask * w).sum(1).mean()
+        return (per_feature * mask * w).sum(1).mean(), (per_feature, mask, idx)
 
-    def _record(self, stats: TargetStats, sim, active, constraint_losses, constraint_mask) -> None:
+    def _record(self, stats: TargetStats, sim, active, trained, constraint_losses, constraint_mask) -> None:
         stats.epochs += 1
         stats.constraints.add(constraint_losses, constraint_mask)
         if not active:
@@ -176,12 +177,11 @@ class Target:
         full_mask = torch.zeros_like(sim)
         full_mask[:, active] = 1
         stats.similarity.add(sim, full_mask)
-        per_feature, mask, idx = self._last_trained
-        values = torch.zeros_like(sim)
-        trained = torch.zeros_like(sim)
+        per_feature, mask, idx = trained
+        values, counted = torch.zeros_like(sim), torch.zeros_like(sim)
         values[:, idx] = per_feature.detach().float()
-        trained[:, idx] = mask
-        stats.trained.add(values, trained)
+        counted[:, idx] = mask
+        stats.trained.add(values, counted)
 
     def statistics(self, stats: TargetStats | None = None) -> dict:
         """Host copy of the statistics: per feature weight, training count and share, loss and similarity."""
