@@ -1,0 +1,549 @@
+"""`clipig bench`: run the reference configurations (benchmarks/*.yaml) and report four ratios that hold on
+a noisy machine, because each is measured against something else measured in the same process:
+
+1. critic efficiency   counted floating-point work of the CLIP forward+backward per second / GEMM peak
+2. pipeline overhead   share of the epoch spent outside the CLIP forward+backward
+3. resolution scaling  epoch time of hires-1024 / the same targets at 224²
+4. memory              peak resident memory of a fresh process at batch 10 (VmHWM; ru_maxrss where
+                       /proc is missing)
+
+The CLIP forward and backward are timed by wrapping the critic (forward around `encode_image`, backward
+between gradient hooks on its output and its input); the engine is not touched.
+
+    python -m clipig.bench [--quick] [--model random:ViT-B/32] [--epochs N] [--threads N] [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning, which a shared machine punishes ~3x
+
+GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30}
+DEFAULT_MODEL = "random:ViT-B/32"
+REFERENCE = ("curly-spoon-noise", "curly-spoon", "curly-spoons-mul", "lovecraft", "animal-method1",
+             "animal-method2", "hires-1024")
+SCALING = ("hires-1024", 224)  # (config, resolution of the comparison run)
+MEMORY = ("animal-method1", 10)  # (config, batch size) of the memory probe
+BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+def gemm_rate(size: int = 2048, repeats: int = 8) -> float:
+    """Best float32 matrix-multiply rate (FLOP/s) of torch.mm on square matrices of `size`."""
+    import torch
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best
+
+
+def onednn_rate(size: int = 2048, repeats: int = 4) -> float | None:
+    """Best float32 rate of oneDNN's matrix multiply (mkldnn_linear), for comparison with torch.mm (MKL)."""
+    import torch
+    try:
+        a, b = torch.randn(size, size).to_mkldnn(), torch.randn(size, size).to_mkldnn()
+        torch._C._nn.mkldnn_linear(a, b)
+    except Exception:  # noqa: BLE001 - not every build has it
+        return None
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch._C._nn.mkldnn_linear(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best
+
+
+class OtherLoad:
+    """How many cores other processes kept busy while we ran (from /proc/stat minus our own CPU time)."""
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        import resource
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle and iowait
+        own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for f in ("ru_utime", "ru_stime"))
+        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own
+
+    def cores(self) -> float | None:
+        end = self._read()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        return max(0.0, ((end[1] - self.start[1]) - (end[2] - self.start[2])) / (end[0] - self.start[0]))
+
+
+class Peak:
+    """The machine's float32 GEMM peak: the best of samples taken all through the run (next to every CLIP
+    measurement), so a busy spell of the machine does not lower it and a quiet one is not missed."""
+
+    def __init__(self, size: int = 2048):
+        self.size, self.best, self.samples = size, 0.0, 0
+
+    def sample(self, repeats: int = 2) -> float:
+        self.best = max(self.best, gemm_rate(self.size, repeats))
+        self.samples += repeats
+        return self.best
+
+
+PEAK = Peak()
+
+
+class TimedCritic:
+    """Wraps a Critic: everything passes through; `encode_image` calls with gradients are timed (forward
+    around the call, backward from the gradient arriving at the features to the gradient leaving for the
+    input images)."""
+
+    def __init__(self, critic):
+        self._critic = critic
+        self.calls: list[dict] = []
+
+    def __getattr__(self, name):
+        return getattr(self._critic, name)
+
+    def encode_image(self, images):
+        import torch
+        if not (torch.is_grad_enabled() and images.requires_grad):
+            return self._critic.encode_image(images)
+        record = {"shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
+                  if torch.is_autocast_enabled("cpu") else None}
+        start = time.perf_counter()
+        features = self._critic.encode_image(images)
+        record["forward"] = time.perf_counter() - start
+        if features.requires_grad:
+            features.register_hook(lambda grad: record.__setitem__("backward_start", time.perf_counter()))
+            images.register_hook(lambda grad: record.__setitem__("backward_end", time.perf_counter()))
+        self.calls.append(record)
+        return features
+
+    def take(self) -> tuple[float, list[dict]]:
+        """CLIP seconds (forward + backward) of the calls since the last take, and those calls."""
+        calls, self.calls = self.calls, []
+        total = 0.0
+        for c in calls:
+            total += c["forward"]
+            if "backward_end" in c and "backward_start" in c:
+                total += c["backward_end"] - c["backward_start"]
+        return total, calls
+
+
+class EpochClock:
+    """Listener: wall time of each epoch (event to event, so every listener's work is inside) and the CLIP
+    time of the same epoch."""
+
+    def __init__(self, critic: TimedCritic):
+        self.critic = critic
+        self.last = 0.0
+        self.epochs: list[tuple[float, float]] = []  # (epoch seconds, CLIP seconds)
+        self.shapes: list[tuple] = []
+
+    def __call__(self, event) -> None:
+        now = time.perf_counter()
+        if event.kind == "start":
+            self.critic.take()
+        elif event.kind == "epoch":
+            clip, calls = self.critic.take()
+            self.epochs.append((now - self.last, clip))
+            self.shapes = [c["shape"] for c in calls] or self.shapes
+        self.last = time.perf_counter() if event.kind == "start" else now
+
+
+def clip_pass(critic, shape: tuple, autocast, repeats: int) -> tuple[float, float]:
+    """(counted FLOPs, best seconds) of one CLIP forward+backward of random images of `shape` alone."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    images = torch.rand(*shape, requires_grad=True)
+
+    def once():
+        with autocast():
+            features = critic.encode_image(images).float()
+        features.square().sum().backward()
+        images.grad = None
+
+    with FlopCounterMode(display=False) as counter:
+        once()
+    best = float("inf")
+    for _ in range(repeats):
+        PEAK.sample(1)
+        start = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - start)
+    return float(counter.get_total_flops()), best
+
+
+def load_config(path: Path, args, overrides=()):
+    from .config.loader import load
+    return load([path], overrides=[f"model={json.dumps(args.model)}", f"device={args.device}",
+                                   f"epochs={args.warmup + args.epochs}", "seed=1", *args.overrides,
+                                   *overrides])
+
+
+def make_engine(config, critic, outdir: Path, listeners=()):
+    """The engine as `clipig render` runs it: with its progress/statistics listener (into a buffer) and the
+    output writer (snapshots into a temporary folder)."""
+    from .engine import Engine
+    from .output import OutputWriter
+    extra = []
+    with contextlib.suppress(Exception):
+        from .cli import Progress
+        extra.append(Progress(config.verbose(), stream=io.StringIO()))
+    with contextlib.suppress(Exception):
+        extra.append(OutputWriter(config, outdir / "bench.png"))
+    return Engine(config, critic=critic, listeners=[*extra, *listeners])
+
+
+@dataclass
+class Row:
+    name: str
+    resolution: str = ""
+    batch: int = 0
+    epoch: float = 0.0  # median seconds per epoch
+    fastest: float = 0.0  # seconds of the fastest epoch
+    clip: float = 0.0  # median seconds of CLIP forward+backward per epoch (in the run)
+    overhead: float = 0.0  # median share of the epoch outside CLIP
+    flops: float = 0.0  # counted FLOPs of one CLIP forward+backward of the epoch's batch
+    alone: float = 0.0  # best seconds of the same CLIP forward+backward alone
+    error: str = ""
+    overrides: tuple = ()
+    epochs: list = field(default_factory=list)
+
+    def efficiency(self, peak: float) -> float:
+        return self.flops / self.clip / peak if self.clip and peak else 0.0
+
+    def efficiency_alone(self, peak: float) -> float:
+        return self.flops / self.alone / peak if self.alone and peak else 0.0
+
+
+def run_config(name: str, path: Path, critic, args, overrides=()) -> Row:
+    from .config.errors import ConfigError
+    row = Row(name, overrides=tuple(overrides))
+    try:
+        config = load_config(path, args, overrides)
+    except (ConfigError, Exception) as e:  # noqa: BLE001 - a broken config is a row, not a crash
+        row.error = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+        return row
+    timed = TimedCritic(critic)
+    clock = EpochClock(timed)
+    with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
+        try:
+            engine = make_engine(config, timed, Path(tmp), [clock])
+            engine.run()
+        except Exception as e:  # noqa: BLE001
+            row.error = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+            return row
+    measured = clock.epochs[args.warmup:] or clock.epochs
+    row.epochs = measured
+    row.resolution = "x".join(str(v) for v in engine.pixels.resolution)
+    row.epoch = statistics.median(e for e, _ in measured)
+    row.fastest = min(e for e, _ in measured)
+    row.clip = statistics.median(c for _, c in measured)
+    row.overhead = statistics.median(1.0 - c / e for e, c in measured if e > 0)
+    if clock.shapes:
+        shape = (sum(s[0] for s in clock.shapes), *clock.shapes[0][1:])
+        row.batch = shape[0]
+        row.flops, row.alone = clip_pass(critic, shape, getattr(engine, "autocast", contextlib.nullcontext),
+                                         args.repeats)
+    return row
+
+
+def efficiency_sweep(critic, batches, repeats: int, autocast=None) -> list[tuple[int, float, float]]:
+    """(batch, FLOPs, best seconds) of the CLIP forward+backward alone at each batch size."""
+    size = critic.input_size
+    autocast = autocast or contextlib.nullcontext
+    return [(b, *clip_pass(critic, (b, 3, size, size), autocast, repeats)) for b in batches]
+
+
+def memory_probe(args) -> int | None:
+    """Peak resident bytes of a fresh process that runs the memory configuration for a few epochs (started
+    before this process grows, and read as VmHWM, so the parent's size cannot leak into the figure)."""
+    path = find_configs([MEMORY[0]], args)[0][1]
+    command = [sys.executable, "-m", "clipig.bench", "--memory-probe", str(path), "--model", args.model,
+               "--device", args.device, "--epochs", "2", "--warmup", "1",
+               "--set", f"targets[0].batch_size={MEMORY[1]}", *sum((["--set", o] for o in args.overrides), [])]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    for line in reversed(result.stdout.splitlines()):
+        with contextlib.suppress(ValueError):
+            return int(json.loads(line)["hwm"])
+    print(f"memory probe failed: {result.stderr.strip()[-500:]}", file=sys.stderr)
+    return None
+
+
+def _memory_child(args) -> int:
+    import resource
+
+    from .critic import load_critic
+    config = load_config(Path(args.memory_probe), args)
+    critic = load_critic(config.model(), args.device)
+    with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
+        make_engine(config, critic, Path(tmp)).run()
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"maxrss": maxrss, "hwm": peak_rss() or maxrss}))
+    return 0
+
+
+def peak_rss() -> int | None:
+    """Peak resident bytes of this process image (VmHWM). Unlike ru_maxrss it does not inherit the parent's
+    peak: Linux carries the old address space's high-water mark over fork + exec into ru_maxrss."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def profile_config(name: str, path: Path, critic, args, overrides=(), epochs: int = 3, top: int = 18) -> str:
+    """Where the time of a few epochs goes: torch.profiler operators and a cProfile of the Python side."""
+    import cProfile
+    import pstats
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    config = load_config(path, args, [*overrides, f"epochs={1 + 2 * epochs}"])
+    out = []
+    with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
+        engine = make_engine(config, critic, Path(tmp))
+        engine.step()
+        engine.epoch += 1
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(epochs):
+                engine.step()
+                engine.epoch += 1
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=44)
+        out.append(f"### {name}: operators (torch.profiler, {epochs} epochs, self CPU time)\n\n```\n"
+                   + "\n".join(line[:150] for line in table.splitlines()) + "\n```")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(epochs):
+            engine.step()
+            engine.epoch += 1
+        profiler.disable()
+    stream = io.StringIO()
+    stats = pstats.Stats(profiler, stream=stream).strip_dirs().sort_stats("cumulative")
+    stats.print_stats(r"engine|targets|transforms|constraints|critic|optim|_tensor|functional", top)
+    text = "\n".join(line for line in stream.getvalue().splitlines() if line.strip())
+    out.append(f"### {name}: Python functions (cProfile, {epochs} epochs, cumulative)\n\n```\n{text}\n```")
+    return "\n\n".join(out)
+
+
+# --- reporting ------------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for module in ("torchvision", "open_clip"):
+        with contextlib.suppress(Exception):
+            versions[module] = __import__(module).__version__
+    flags = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text)
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "flags": flags,
+            "versions": versions, "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes")}
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
+                                           for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def verdict(value, goal, smaller_is_better: bool) -> str:
+    if value is None:
+        return "n/a"
+    met = value <= goal if smaller_is_better else value >= goal
+    return "met" if met else "NOT met"
+
+
+def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory) -> str:
+    out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}"
+           + (f" ({info['flags']})" if info["flags"] else ""),
+           "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+           f"date: {info['date']}",
+           f"mode: {'quick' if args.quick else 'full'}, model {args.model}, {args.warmup} warm-up + {args.epochs} "
+           f"measured epochs per configuration, medians",
+           f"float32 GEMM peak (torch.mm {PEAK.size}², best of {PEAK.samples} spread over the run): "
+           f"{peak / 1e9:.1f} GFLOP/s"
+           + (f"; oneDNN float32 matmul for comparison: {info['onednn'] / 1e9:.1f} GFLOP/s" if info.get("onednn") else ""),
+           f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}; other processes kept "
+           + (f"{info['other_load']:.2f} of {info['cores']} cores busy during the run"
+              if info.get("other_load") is not None else "an unknown share of the cores busy"), ""]
+    body = []
+    for r in rows:
+        if r.error:
+            body.append([r.name, "-", "-", "-", "-", "-", "-", "-", "-", "error: " + r.error])
+            continue
+        body.append([r.name, r.resolution, str(r.batch), f"{r.epoch:.3f}", f"{r.clip:.3f}",
+                     f"{r.overhead * 100:.1f}%", f"{r.flops / 1e9:.1f}", f"{r.efficiency(peak):.2f}",
+                     f"{r.efficiency_alone(peak):.2f}",
+                     "" if r.overhead <= GOALS["overhead"] else "overhead > 10%"])
+    out.append(table(["configuration", "pixels", "views", "epoch s", "CLIP s", "outside CLIP", "GFLOP",
+                      "eff. (run)", "eff. (alone)", "note"], body))
+    if sweep:
+        out += ["", "CLIP forward+backward alone (random images at the CLIP input size):", ""]
+        out.append(table(["views", "precision", "threads", "GFLOP", "seconds", "GFLOP/s", "efficiency"],
+                         [[str(b), p, str(t), f"{f / 1e9:.1f}", f"{s:.3f}", f"{f / s / 1e9:.1f}", f"{f / s / peak:.2f}"]
+                          for b, p, t, f, s in sweep]))
+    good = [r for r in rows if not r.error]
+    eff_rows = [r for r in good if r.batch >= 10]
+    eff = max([f / s / peak for b, p, t, f, s in sweep if b >= 10 and p == "fp32"]
+              + [r.efficiency(peak) for r in eff_rows], default=None)
+    worst = max(good, key=lambda r: r.overhead, default=None)
+    figures = [
+        ["1. critic efficiency (batch >= 10, fp32)", "n/a" if eff is None else f"{eff:.2f}",
+         f">= {GOALS['efficiency']:.2f}", verdict(eff, GOALS["efficiency"], False)],
+        ["2. pipeline overhead (worst configuration)",
+         "n/a" if worst is None else f"{worst.overhead * 100:.1f}% ({worst.name})",
+         f"<= {GOALS['overhead'] * 100:.0f}%", verdict(worst and worst.overhead, GOALS["overhead"], True)],
+        [f"3. resolution scaling ({SCALING[0]} / {SCALING[1]}², fastest epochs)", "n/a" if scaling is None else f"{scaling:.2f}",
+         f"<= {GOALS['scaling']}", verdict(scaling, GOALS["scaling"], True)],
+        [f"4. peak memory ({MEMORY[0]}, batch {MEMORY[1]})",
+         "n/a" if memory is None else f"{memory / 2**30:.2f} GiB", f"<= {GOALS['memory'] / 2**30:.0f} GiB",
+         verdict(memory, GOALS["memory"], True)],
+    ]
+    out += ["", table(["figure", "measured", "goal", ""], figures)]
+    return "\n".join(out)
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipig bench", description=(
+        "Run the reference configurations for a fixed number of epochs and report CLIP efficiency (vs. the "
+        "measured GEMM peak), the share of the epoch outside CLIP, resolution scaling and peak memory."))
+    p.add_argument("configs", nargs="*", metavar="NAME|FILE.yaml",
+                   help=f"configurations (default: all of {BENCH_DIR.name}/*.yaml: {', '.join(REFERENCE)})")
+    p.add_argument("--quick", action="store_true", help="few epochs, no profile: a smoke test (< 3 min)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"CLIP model (default: {DEFAULT_MODEL})")
+    p.add_argument("--device", default="cpu", help="device (default: cpu)")
+    p.add_argument("--epochs", type=int, help="measured epochs per configuration (default: 2 quick, 8 full)")
+    p.add_argument("--warmup", type=int, help="epochs before measuring (default: 1 quick, 2 full)")
+    p.add_argument("--repeats", type=int, help="repeats of the CLIP pass alone, best counts (2 quick, 4 full)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a parameter in every configuration, e.g. --set precision=bf16")
+    p.add_argument("--profile", type=int, metavar="N",
+                   help="profile the N configurations with the largest overhead (default: 0 quick, 2 full)")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory probe")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the batch/precision sweep")
+    p.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    return p
+
+
+def find_configs(names: list[str], args) -> list[tuple[str, Path]]:
+    found = []
+    for name in names or REFERENCE:
+        path = Path(name)
+        if not path.suffix:
+            path = BENCH_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise SystemExit(f"error: benchmark configuration not found: {path}")
+        found.append((path.stem, path))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    quick = args.quick
+    args.epochs = args.epochs if args.epochs is not None else (2 if quick else 8)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
+    args.repeats = args.repeats or (2 if quick else 4)
+    args.profile = args.profile if args.profile is not None else (0 if quick else 2)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        return _memory_child(args)
+    from .critic import load_critic
+    configs = find_configs(args.configs, args)
+    load = OtherLoad()
+    info = machine()
+    print(f"clipig bench: {len(configs)} configurations, model {args.model}, {info['cpu']}, "
+          f"{torch.get_num_threads()} threads", file=sys.stderr)
+    memory = None
+    if args.memory:
+        print("  memory probe ...", file=sys.stderr, flush=True)
+        memory = memory_probe(args)
+    PEAK.sample(8)
+    critic = load_critic(args.model, args.device)
+    rows = []
+    for name, path in configs:
+        print(f"  {name} ...", file=sys.stderr, flush=True)
+        PEAK.sample()
+        rows.append(run_config(name, path, critic, args))
+        if name == SCALING[0]:
+            print(f"  {name} at {SCALING[1]}² ...", file=sys.stderr, flush=True)
+            rows.append(run_config(f"{name}@{SCALING[1]}", path, critic, args, [f"resolution={SCALING[1]}"]))
+    sweep = []
+    if args.sweep:
+        print("  CLIP pass alone ...", file=sys.stderr, flush=True)
+        threads = torch.get_num_threads()
+        for b, f, s in efficiency_sweep(critic, [10] if quick else [1, 5, 10, 20], args.repeats):
+            sweep.append((b, "fp32", threads, f, s))
+        if not quick:
+            bf16 = lambda: torch.autocast(critic.device.type, dtype=torch.bfloat16)  # noqa: E731
+            for b, f, s in efficiency_sweep(critic, [10], args.repeats, bf16):
+                sweep.append((b, "bf16", threads, f, s))
+            if threads > 1:
+                torch.set_num_threads(1)
+                try:
+                    for b, f, s in efficiency_sweep(critic, [10], args.repeats):
+                        sweep.append((b, "fp32", 1, f, s))
+                finally:
+                    torch.set_num_threads(threads)
+    peak = PEAK.sample(4)
+    info["onednn"] = onednn_rate()
+    info["other_load"] = load.cores()
+    by_name = {r.name: r for r in rows if not r.error}
+    scaling = None
+    high, low = by_name.get(SCALING[0]), by_name.get(f"{SCALING[0]}@{SCALING[1]}")
+    if high and low:
+        scaling = high.fastest / low.fastest  # the least disturbed epochs
+    print(report(info, args, peak, rows, sweep, scaling, memory))
+    if args.profile:
+        worst = sorted((r for r in rows if not r.error), key=lambda r: -r.overhead)[:args.profile]
+        paths = dict(configs)
+        for r in worst:
+            print(f"  profiling {r.name} ...", file=sys.stderr, flush=True)
+            print("\n" + profile_config(r.name, paths[r.name.split("@")[0]], critic, args, r.overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

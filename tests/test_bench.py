@@ -1,0 +1,58 @@
+"""`clipig bench` as a smoke test: quick mode with the tiny CLIP, no timing assertions."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipig import bench
+
+
+def test_reference_configurations_exist_and_validate():
+    from clipig.config.loader import load
+    names = [path.stem for path in sorted(bench.BENCH_DIR.glob("*.yaml"))]
+    assert set(bench.REFERENCE) <= set(names)
+    for name in bench.REFERENCE:
+        config = load([bench.BENCH_DIR / f"{name}.yaml"], overrides=["model=random:tiny", "device=cpu"])
+        assert config.targets
+
+
+def test_quick_run_prints_the_table_and_the_four_figures(capsys):
+    code = bench.main(["--quick", "--model", "random:tiny", "--epochs", "2", "--warmup", "0", "--repeats", "1",
+                       "curly-spoon", "animal-method1", "hires-1024"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for text in ("GEMM peak", "curly-spoon", "animal-method1", "hires-1024@224", "critic efficiency",
+                 "pipeline overhead", "resolution scaling", "peak memory", "GiB"):
+        assert text in out, text
+    assert "error:" not in out
+    figures = out[out.index("| figure"):]
+    assert "n/a" not in figures  # every figure was measured
+
+
+def test_timed_critic_sees_forward_and_backward(tiny):
+    import torch
+    timed = bench.TimedCritic(tiny)
+    images = torch.rand(2, 3, tiny.input_size, tiny.input_size, requires_grad=True)
+    timed.encode_image(images).sum().backward()
+    seconds, calls = timed.take()
+    assert seconds > 0 and len(calls) == 1
+    assert calls[0]["shape"] == (2, 3, tiny.input_size, tiny.input_size)
+    assert calls[0]["backward_end"] >= calls[0]["backward_start"]
+    with torch.no_grad():
+        timed.encode_image(images)  # feature caching etc. pass through untimed
+    assert timed.take() == (0.0, [])
+    assert timed.input_size == tiny.input_size
+
+
+def test_unknown_configuration_is_an_error():
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--model", "random:tiny", "no-such-config"])
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "clipig.bench", "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent, timeout=60)
+    assert result.returncode == 0
+    assert "--quick" in result.stdout
