@@ -31,6 +31,14 @@ def test_quick_run_prints_the_table_and_the_four_figures(capsys):
     assert "n/a" not in figures  # every figure was measured
 
 
+def test_profile_shows_operators_and_functions(capsys):
+    code = bench.main(["--quick", "--model", "random:tiny", "--epochs", "1", "--warmup", "0", "--repeats", "1",
+                       "--no-memory", "--no-sweep", "--profile", "1", "curly-spoon"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "curly-spoon: operators (torch.profiler" in out and "curly-spoon: Python functions (cProfile" in out
+
+
 def test_timed_critic_sees_forward_and_backward(tiny):
     import torch
     timed = bench.TimedCritic(tiny)

@@ -162,6 +162,7 @@ class EpochClock:
         self.last = 0.0
         self.epochs: list[tuple[float, float]] = []  # (epoch seconds, CLIP seconds)
         self.shapes: list[tuple] = []
+        self.precision = "fp32"
 
     def __call__(self, event) -> None:
         now = time.perf_counter()
@@ -171,6 +172,9 @@ class EpochClock:
             clip, calls = self.critic.take()
             self.epochs.append((now - self.last, clip))
             self.shapes = [c["shape"] for c in calls] or self.shapes
+            if calls and calls[0]["dtype"] is not None:
+                self.precision = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(calls[0]["dtype"]),
+                                                                                         str(calls[0]["dtype"]))
         self.last = time.perf_counter() if event.kind == "start" else now
 
 
@@ -222,6 +226,7 @@ def make_engine(config, critic, outdir: Path, listeners=()):
 class Row:
     name: str
     resolution: str = ""
+    precision: str = "fp32"  # of the CLIP pass, as the engine's autocast ran it
     batch: int = 0
     epoch: float = 0.0  # median seconds per epoch
     fastest: float = 0.0  # seconds of the fastest epoch
@@ -264,6 +269,7 @@ def run_config(name: str, path: Path, critic, args, overrides=()) -> Row:
     row.fastest = min(e for e, _ in measured)
     row.clip = statistics.median(c for _, c in measured)
     row.overhead = statistics.median(1.0 - c / e for e, c in measured if e > 0)
+    row.precision = clock.precision
     if clock.shapes:
         shape = (sum(s[0] for s in clock.shapes), *clock.shapes[0][1:])
         row.batch = shape[0]
@@ -326,7 +332,6 @@ def profile_config(name: str, path: Path, critic, args, overrides=(), epochs: in
     import cProfile
     import pstats
 
-    import torch
     from torch.profiler import ProfilerActivity, profile
     config = load_config(path, args, [*overrides, f"epochs={1 + 2 * epochs}"])
     out = []
@@ -407,13 +412,13 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
     body = []
     for r in rows:
         if r.error:
-            body.append([r.name, "-", "-", "-", "-", "-", "-", "-", "-", "error: " + r.error])
+            body.append([r.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "error: " + r.error])
             continue
-        body.append([r.name, r.resolution, str(r.batch), f"{r.epoch:.3f}", f"{r.clip:.3f}",
+        body.append([r.name, r.resolution, str(r.batch), r.precision, f"{r.epoch:.3f}", f"{r.clip:.3f}",
                      f"{r.overhead * 100:.1f}%", f"{r.flops / 1e9:.1f}", f"{r.efficiency(peak):.2f}",
                      f"{r.efficiency_alone(peak):.2f}",
                      "" if r.overhead <= GOALS["overhead"] else "overhead > 10%"])
-    out.append(table(["configuration", "pixels", "views", "epoch s", "CLIP s", "outside CLIP", "GFLOP",
+    out.append(table(["configuration", "pixels", "views", "CLIP in", "epoch s", "CLIP s", "outside CLIP", "GFLOP",
                       "eff. (run)", "eff. (alone)", "note"], body))
     if sweep:
         out += ["", "CLIP forward+backward alone (random images at the CLIP input size):", ""]
@@ -421,7 +426,7 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
                          [[str(b), p, str(t), f"{f / 1e9:.1f}", f"{s:.3f}", f"{f / s / 1e9:.1f}", f"{f / s / peak:.2f}"]
                           for b, p, t, f, s in sweep]))
     good = [r for r in rows if not r.error]
-    eff_rows = [r for r in good if r.batch >= 10]
+    eff_rows = [r for r in good if r.batch >= 10 and r.precision == "fp32"]
     eff = max([f / s / peak for b, p, t, f, s in sweep if b >= 10 and p == "fp32"]
               + [r.efficiency(peak) for r in eff_rows], default=None)
     worst = max(good, key=lambda r: r.overhead, default=None)
@@ -541,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         paths = dict(configs)
         for r in worst:
             print(f"  profiling {r.name} ...", file=sys.stderr, flush=True)
-            print("\n" + profile_config(r.name, paths[r.name.split("@")[0]], critic, args, r.overrides))
+            try:
+                print("\n" + profile_config(r.name, paths[r.name.split("@")[0]], critic, args, r.overrides))
+            except Exception as e:  # noqa: BLE001 - the profile steps the engine by hand; report, go on
+                print(f"\n(profile of {r.name} failed: {type(e).__name__}: {e})")
     return 0
 
 
