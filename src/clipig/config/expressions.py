@@ -375,7 +375,7 @@ class Expression:
     def evaluate(self, variables: Mapping[str, Any], rng: random.Random | None = None) -> Any:
         """Evaluate with the given variables; raises only ExpressionError."""
         try:
-            return _Evaluator(variables, _DEFAULT_RNG if rng is None else rng).eval(self._tree)
+            return _Evaluator(variables, _DEFAULT_RNG if rng is None else rng).visit(self._tree)
         except ExpressionError as e:
             message = str(e)
         except ZeroDivisionError:
@@ -396,7 +396,7 @@ class _Evaluator:
     def __init__(self, variables: Mapping[str, Any], rng: random.Random):
         self.variables, self.rng = variables, rng
 
-    def eval(self, node):
+    def visit(self, node):
         return getattr(self, type(node).__name__)(node)
 
     def Constant(self, node):
@@ -412,55 +412,55 @@ class _Evaluator:
             raise ExpressionError(f"unknown variable {node.id!r} (available: {available})") from None
 
     def List(self, node):
-        return [self.eval(e) for e in node.elts]
+        return [self.visit(e) for e in node.elts]
 
     def Tuple(self, node):
-        return tuple(self.eval(e) for e in node.elts)
+        return tuple(self.visit(e) for e in node.elts)
 
     def Dict(self, node):
-        return {self.eval(k): self.eval(v) for k, v in zip(node.keys, node.values)}
+        return {self.visit(k): self.visit(v) for k, v in zip(node.keys, node.values)}
 
     def UnaryOp(self, node):
-        return _UNARY[type(node.op)](self.eval(node.operand))
+        return _UNARY[type(node.op)](self.visit(node.operand))
 
     def BinOp(self, node):
-        return _BINARY[type(node.op)](self.eval(node.left), self.eval(node.right))
+        return _BINARY[type(node.op)](self.visit(node.left), self.visit(node.right))
 
     def BoolOp(self, node):
         for value_node in node.values:
-            value = self.eval(value_node)
+            value = self.visit(value_node)
             if bool(value) is isinstance(node.op, ast.Or):
                 break  # short-circuit: first true value for `or`, first false for `and`
         return value
 
     def Compare(self, node):
-        left = self.eval(node.left)
+        left = self.visit(node.left)
         for op, right_node in zip(node.ops, node.comparators):
-            right = self.eval(right_node)
+            right = self.visit(right_node)
             if not _COMPARE[type(op)](left, right):
                 return False
             left = right
         return True
 
     def IfExp(self, node):
-        return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
 
     def Subscript(self, node):
-        value = self.eval(node.value)
+        value = self.visit(node.value)
         if not isinstance(value, (list, tuple, dict, str)):
             raise ExpressionError(f"cannot index a {type(value).__name__}")
         s = node.slice
         if isinstance(s, ast.Slice):
-            key = slice(*(self.eval(n) if n else None for n in (s.lower, s.upper, s.step)))
+            key = slice(*(self.visit(n) if n else None for n in (s.lower, s.upper, s.step)))
         else:
-            key = self.eval(s)
+            key = self.visit(s)
         return value[key]
 
     def Call(self, node):
-        args = [self.eval(a) for a in node.args]
+        args = [self.visit(a) for a in node.args]
         func = node.func
         if isinstance(func, ast.Attribute):  # validated: <dict>.get(key[, default])
-            receiver = self.eval(func.value)
+            receiver = self.visit(func.value)
             if not isinstance(receiver, dict):
                 raise ExpressionError(f".get() needs a dict, not a {type(receiver).__name__}")
             return receiver.get(*args)
