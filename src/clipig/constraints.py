@@ -75,13 +75,7 @@ def _raw_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.Tensor:
     return total
 
 
-BLUR_PARAMS = {
-    "kernel_size": P("int", [3, 3], length=2, doc=(
-        "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd one). "
-        "Two numbers define width and height separately.")),
-    "sigma": P("float", length=2, doc=(
-        "Gaussian standard deviation; without it `0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`.")),
-}
+BLUR_PARAMS = T.blur_params(P)
 
 
 @constraint("blur", BLUR_PARAMS)

@@ -134,12 +134,12 @@ class Engine:
 
         active = [t for t in self.targets if t.is_active(epoch, self.epochs)]
         views = [t.views(self.pixels.data, variables, self.rng, self.expr_rng) for t in active]
-        critiqued = [v for t, v in zip(active, views) if t.active_features(epoch, self.epochs)]
+        seen = [bool(t.active_features(epoch, self.epochs)) for t in active]  # targets that need CLIP
+        critiqued = [v for v, s in zip(views, seen) if s]
         features = iter(self.critique(critiqued).split([v.shape[0] for v in critiqued]) if critiqued else ())
         loss = self.pixels.data.new_zeros(())
-        for target, v in zip(active, views):
-            f = next(features) if target.active_features(epoch, self.epochs) else None
-            loss = loss + target.loss(f, v, variables, self.rng, self.expr_rng)
+        for target, v, s in zip(active, views, seen):
+            loss = loss + target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
         self.optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()

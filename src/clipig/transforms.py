@@ -68,6 +68,19 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     return TF.rgb_to_grayscale(images)
 
 
+def blur_params(param=None) -> dict:
+    """`kernel_size` and `sigma` of a gaussian blur, declared with `param` (this module's `P` by default)."""
+    param = param or P
+    return {
+        "kernel_size": param("int", [3, 3], length=2, doc=(
+            "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd "
+            "one). Two numbers define width and height separately.")),
+        "sigma": param("float", length=2, doc=(
+            "Gaussian standard deviation: the larger, the more blurry. Without it: "
+            "`0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers define x and y separately.")),
+    }
+
+
 def gaussian_blur(images: torch.Tensor, kernel_size, sigma=None) -> torch.Tensor:
     """torchvision's gaussian blur; kernels are made odd and no larger than the image."""
     h, w = images.shape[-2:]
@@ -343,12 +356,7 @@ def quantize(images, step):
 
 
 @transform("edge", {
-    "kernel_size": P("int", [3, 3], length=2, doc=(
-        "The window of the gaussian blur used to find the edges: odd and positive (even numbers are raised to "
-        "the next odd one); two numbers for width and height.")),
-    "sigma": P("float", length=2, doc=(
-        "Standard deviation of the blur; without it `0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers "
-        "for x and y.")),
+    **blur_params(),
     "amount": P("float", [1.0, 1.0, 1.0], length=3, doc="Factor of the edge value for red, green and blue."),
 })
 def edge(images, kernel_size, sigma, amount):
@@ -400,14 +408,7 @@ def fnoise(images, std, rng):
     return torch.fft.irfft2(space + torch.complex(real, imag), s=(h, w))
 
 
-@transform("blur", {
-    "kernel_size": P("int", [3, 3], length=2, doc=(
-        "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd "
-        "one). Two numbers define width and height separately.")),
-    "sigma": P("float", length=2, doc=(
-        "Gaussian standard deviation: the larger, the more blurry. Without it: "
-        "`0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers define x and y separately.")),
-})
+@transform("blur", blur_params())
 def blur(images, kernel_size, sigma):
     """A gaussian blur (torchvision's `gaussian_blur`)."""
     return gaussian_blur(images, kernel_size, sigma)
