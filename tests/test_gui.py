@@ -154,6 +154,8 @@ def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
+    # the page's expectations wait up to 15 s, not Playwright's 5 s: training and the browser share 2 cores
+    sync_api.expect.set_options(timeout=15_000)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield browser
