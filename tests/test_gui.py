@@ -261,8 +261,12 @@ def test_train_stop_edit_continue(server, page):
     expect(page.locator("#toast")).to_contain_text("out/exp-1.png")  # never overwrites
 
     editor.fill(CONFIG + "# edited\n")
+    expect(page).to_have_title("\u2022 CLIPig live editor")  # unsaved edits are marked
     page.keyboard.press("Control+s")
-    expect(page.locator("#toast")).to_contain_text("saved")
+    # wait for the page to take the answer in (the dirty mark goes), not just for the file on disk:
+    # loading another file before that would ask to discard the edits
+    expect(page).to_have_title("CLIPig live editor")
+    expect(page.locator("#toast")).to_contain_text("saved exp.yaml")
     assert (server.work / "exp.yaml").read_text() == CONFIG + "# edited\n"
     page.fill("#path", "other.yaml")
     page.click("#load-config")
