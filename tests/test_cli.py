@@ -44,7 +44,7 @@ def test_render_never_overwrites_and_writes_the_sidecar(tmp_path, tiny):
                                                      "demo.png", "demo.yaml"]
     sidecar = (out / "demo.yaml").read_text()
     assert re.search(r"^# finished: 2 of 2 epochs", sidecar, re.M)
-    assert re.search(r"^# runtime: .*s per epoch", sidecar, re.M)
+    assert re.search(r"^# runtime: .*s per epoch\) on cpu, \d+ threads$", sidecar, re.M)
     assert "a curly spoon" in sidecar.split("\n\n")[0]  # the statistics table is in the header
     data = yaml.safe_load(sidecar)
     assert data["targets"][0]["transforms"] == [{"noise": "0.1*ti", "active": True, "start": 0.0, "end": 1.0}]

@@ -328,3 +328,59 @@ def test_encode_image_files_matches_encode_image(tiny, tmp_path):
     with torch.no_grad():
         expected = tiny.encode_image(critic.load_image(str(path), 224)[None])
     assert torch.allclose(features, expected)
+
+
+# ---------------------------------------------------------------- the fast path (clipig.fast_vision)
+
+def _features_and_gradient(model, pixels, autocast=False):
+    pixels = pixels.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        features = model.encode_image(pixels).float()
+    (features * torch.linspace(-1, 1, features.shape[1])).sum().backward()
+    return features.detach(), pixels.grad
+
+
+def _plain_and_fast(build):
+    """Two copies of one model with the same weights, the second sped up."""
+    from clipig import fast_vision
+    plain, fast = build().eval().requires_grad_(False), build().eval().requires_grad_(False)
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast, fast_vision.speed_up(fast.visual)
+
+
+def _assert_same(plain, fast, pixels, feature_tol, grad_tol, autocast=False):
+    f0, g0 = _features_and_gradient(plain, pixels, autocast)
+    f1, g1 = _features_and_gradient(fast, pixels, autocast)
+    assert (f1 - f0).abs().max() <= feature_tol * f0.abs().max()
+    assert (g1 - g0).abs().max() <= grad_tol * g0.abs().max()
+
+
+@pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
+def test_vit_fast_path_gives_the_same_features_and_pixel_gradients(arch):
+    plain, fast, changed = _plain_and_fast(lambda: critic._build_random(arch)[0])
+    blocks = len(plain.visual.transformer.resblocks)
+    assert changed == ["patch embedding as matmul", f"{blocks} attention blocks with one in-projection + SDPA"]
+    pixels = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    _assert_same(plain, fast, pixels, 1e-5, 1e-4)  # float32 rounding: measured 8e-7 and 2e-6 (ViT-B-32)
+    _assert_same(plain, fast, pixels, 0.05, 0.1, autocast=True)  # bf16 autocast: measured 0.010 and 0.012
+    assert list(plain.state_dict()) == list(fast.state_dict())  # the same parameters under the same names
+
+
+def test_resnet_runs_channels_last_with_the_same_features():
+    from open_clip.model import CLIP
+
+    def build():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return CLIP(embed_dim=32, vision_cfg=dict(image_size=64, layers=(1, 1, 1, 1), width=16),
+                        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+
+    plain, fast, changed = _plain_and_fast(build)
+    assert changed == ["channels_last"]
+    assert fast.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    _assert_same(plain, fast, torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), 1e-5, 1e-4)
+
+
+def test_the_critic_uses_the_fast_path(tiny):
+    from clipig.fast_vision import PatchEmbedding
+    assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 2

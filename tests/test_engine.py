@@ -70,8 +70,8 @@ targets:
         def __getattr__(self, name):
             return getattr(tiny, name)
 
-        def encode_image(self, images):
-            features = encode(images)
+        def encode_image(self, images, compiled=False):
+            features = encode(images, compiled)
             seen.append(features.detach())
             return features
 

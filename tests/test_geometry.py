@@ -41,3 +41,10 @@ def test_fused_views_pass_the_gradient_to_the_one_source_image():
     chain(image, steps, 0, True).square().sum().backward()
     assert image.grad.shape == (1, 3, 64, 64)
     assert image.grad[..., 16:48, 16:48].abs().sum() > 0
+
+
+def test_wrap_border_equals_circular_padding():
+    from clipig.geometry import _wrapped
+    src = torch.rand(2, 3, 5, 7)
+    padded = src.index_select(-2, _wrapped(5, src.device)).index_select(-1, _wrapped(7, src.device))
+    assert torch.equal(padded, torch.nn.functional.pad(src, (1, 1, 1, 1), mode="circular"))

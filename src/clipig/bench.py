@@ -30,8 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning, which a shared machine punishes ~3x
+from . import threads
 
 GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30}
 DEFAULT_MODEL = "random:ViT-B/32"
@@ -127,14 +126,14 @@ class TimedCritic:
     def __getattr__(self, name):
         return getattr(self._critic, name)
 
-    def encode_image(self, images):
+    def encode_image(self, images, compiled: bool = False):
         import torch
         if not (torch.is_grad_enabled() and images.requires_grad):
-            return self._critic.encode_image(images)
+            return self._critic.encode_image(images, compiled)
         record = {"shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
                   if torch.is_autocast_enabled("cpu") else None}
         start = time.perf_counter()
-        features = self._critic.encode_image(images)
+        features = self._critic.encode_image(images, compiled)
         record["forward"] = time.perf_counter() - start
         if features.requires_grad:
             features.register_hook(lambda grad: record.__setitem__("backward_start", time.perf_counter()))
@@ -460,7 +459,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="measured epochs per configuration (default: 2 quick, 8 full)")
     p.add_argument("--warmup", type=int, help="epochs before measuring (default: 1 quick, 2 full)")
     p.add_argument("--repeats", type=int, help="repeats of the CLIP pass alone, best counts (2 quick, 4 full)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    threads.add_option(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a parameter in every configuration, e.g. --set precision=bf16")
     p.add_argument("--profile", type=int, metavar="N",
@@ -491,8 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (2 if quick else 4)
     args.profile = args.profile if args.profile is not None else (0 if quick else 2)
     import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads.configure(args.threads)
     if args.memory_probe:
         return _memory_child(args)
     from .critic import load_critic
@@ -518,20 +516,20 @@ def main(argv: list[str] | None = None) -> int:
     sweep = []
     if args.sweep:
         print("  CLIP pass alone ...", file=sys.stderr, flush=True)
-        threads = torch.get_num_threads()
+        count = torch.get_num_threads()
         for b, f, s in efficiency_sweep(critic, [10] if quick else [1, 5, 10, 20], args.repeats):
-            sweep.append((b, "fp32", threads, f, s))
+            sweep.append((b, "fp32", count, f, s))
         if not quick:
             bf16 = lambda: torch.autocast(critic.device.type, dtype=torch.bfloat16)  # noqa: E731
             for b, f, s in efficiency_sweep(critic, [10], args.repeats, bf16):
-                sweep.append((b, "bf16", threads, f, s))
-            if threads > 1:
+                sweep.append((b, "bf16", count, f, s))
+            if count > 1:
                 torch.set_num_threads(1)
                 try:
                     for b, f, s in efficiency_sweep(critic, [10], args.repeats):
                         sweep.append((b, "fp32", 1, f, s))
                 finally:
-                    torch.set_num_threads(threads)
+                    torch.set_num_threads(count)
     peak = PEAK.sample(4)
     info["onednn"] = onednn_rate()
     info["other_load"] = load.cores()

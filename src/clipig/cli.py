@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import threads
+
 COMMANDS = ("render", "models", "docs", "gui", "rate", "rank", "batch", "bench")
 
 
@@ -27,7 +29,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="shorthand for --set device=D")
     p.add_argument("--epochs", help="shorthand for --set epochs=N")
     p.add_argument("--seed", help="shorthand for --set seed=S")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    threads.add_option(p)
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true", help="progress and statistics (verbose: 2)")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no output (verbose: 0)")
@@ -93,7 +95,7 @@ def render(argv: list[str]) -> int:
     from .engine import Engine
     from .output import OutputWriter, output_path
 
-    set_threads(args.threads)
+    threads.configure(args.threads)
     config = load(args.files, overrides=overrides_of(args))
     wanted = output_path(config.output(), args.files[-1])
     critic = load_critic(config.model(), resolve_device(config.device()))
@@ -107,12 +109,6 @@ def render(argv: list[str]) -> int:
     if config.verbose() >= 1:
         print(f"saved {writer.path}", file=sys.stderr)
     return 0
-
-
-def set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
 
 
 def models(argv: list[str]) -> int:

@@ -62,7 +62,8 @@ def _raw_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.Tensor:
     if spec.random:
         fn_args["rng"] = rng
     if not spec.flags.get("measure"):
-        goal = spec.fn(images, **fn_args).detach()
+        with torch.no_grad():  # the goal is a constant: no graph for it
+            goal = spec.fn(images, **fn_args)
         return loss_of(images - goal, args["loss"])
     value = spec.fn(images, **fn_args)  # [N, 3]
     total = images.new_zeros(())

@@ -26,6 +26,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from . import fast_vision
+
 OPENAI_NAMES = {
     "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
     "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
@@ -311,6 +313,7 @@ class Critic:
     def __init__(self, name: str, model: torch.nn.Module, tokenizer, device: torch.device):
         self.name, self.device, self.tokenizer = name, torch.device(device), tokenizer
         self.model = model.to(self.device).float().eval().requires_grad_(False)
+        self.speedups = fast_vision.speed_up(self.model.visual)
         size = model.visual.image_size
         self.input_size = int(size if isinstance(size, int) else size[0])
         cfg = getattr(model.visual, "preprocess_cfg", None) or {}
@@ -320,18 +323,31 @@ class Critic:
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._text_cache: dict[str, torch.Tensor] = {}
         self._image_cache: dict[object, torch.Tensor] = {}
+        self._compiled = None
         self.embed_dim = int(getattr(model.visual, "output_dim", 0) or self.encode_text([""]).shape[1])
 
     def __repr__(self):
         return f"Critic({self.name!r}, device={self.device}, input_size={self.input_size}, embed_dim={self.embed_dim})"
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] pixels in [0,1] -> raw float32 features [B,D]; differentiable w.r.t. the pixels."""
+    def encode_image(self, images: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+        """[B,3,H,W] pixels in [0,1] -> raw float32 features [B,D]; differentiable w.r.t. the pixels.
+        `compiled`: through `torch.compile` of the image tower (compiled once per critic)."""
         if tuple(images.shape[-2:]) != (self.input_size, self.input_size):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                                    align_corners=False, antialias=False)
         pixels = (images.to(self.device, torch.float32) - self._mean) / self._std
+        if compiled:
+            return self._compiled_visual(pixels).float()
         return self.model.encode_image(pixels).float()
+
+    def _compiled_visual(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model.visual)
+        try:
+            return self._compiled(pixels)
+        except RuntimeError as e:  # torch._dynamo's errors (a missing C compiler, unsupported operators)
+            raise ModelError(f"torch.compile failed for {self.name}: {_one_line(e, 300)}\n"
+                             "Set `compile: false` (the default) to use the normal path.") from e
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:

@@ -154,7 +154,7 @@ class Engine:
                  F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views]
         batch = parts[0] if len(parts) == 1 else torch.cat(parts)
         with self.autocast():
-            return self.critic.encode_image(batch).float()
+            return self.critic.encode_image(batch, compiled=self.config.compile()).float()
 
     def postprocess(self, variables: dict) -> None:
         entries = [e for e in self.config.postproc if entry_active(e, variables)]

@@ -81,12 +81,21 @@ def sidecar_text(config, engine=None, reason: str = "done") -> str:
         per = engine.runtime / done if done else 0.0
         state = "finished:" if reason == "done" else f"{reason} at epoch"
         header += [f"{state} {engine.epoch} of {engine.epochs} epochs ({done} in this run)",
-                   f"runtime: {duration(engine.runtime)} ({per:.3f}s per epoch)", "",
+                   f"runtime: {duration(engine.runtime)} ({per:.3f}s per epoch) on {where(engine.device)}", "",
                    *statistics_table(engine.statistics()).splitlines()]
         if engine.config.init.image_tensor is not None:
             header.append("(init.image_tensor was given and is not repeated here)")
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
     return "".join(f"# {line}".rstrip() + "\n" for line in header) + "\n" + body
+
+
+def where(device) -> str:
+    """'cpu, 2 threads' or 'cuda:0 (NVIDIA H100 ...)'."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device}, {torch.get_num_threads()} threads"
 
 
 def write_sidecar(path: Path, text: str) -> bool:

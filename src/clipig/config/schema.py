@@ -182,7 +182,13 @@ def build_schema() -> Section:
             "weights (`random:tiny` is a very small CLIP for tests). Weights are downloaded to the user cache.")),
         "device": Param("str", "auto", doc="`auto` (CUDA if available), `cpu`, `cuda`, `cuda:1`, ..."),
         "precision": Param("str", "auto", choices=("auto", "fp32", "bf16", "fp16"), doc=(
-            "Arithmetic of the CLIP pass: `auto` is fp32 on CPU and mixed precision (fp16) on CUDA.")),
+            "Arithmetic of the CLIP pass: `auto` is fp32 on CPU and mixed precision (fp16) on CUDA. `bf16` "
+            "is mixed precision with bfloat16: on CPUs with bf16 instructions (AVX-512 BF16, AMX) it makes the "
+            "CLIP pass about 2.5x faster; images differ from fp32 only in the fine grain.")),
+        "compile": Param("bool", False, doc=(
+            "Compile the CLIP image tower with `torch.compile`. The first epoch then takes longer (about 15 s "
+            "for ViT-B/32 on 2 CPU cores) and every new batch size compiles again; on the CPU it measured at "
+            "most 2% faster than the default path, so it is off by default. Needs a C compiler on the CPU.")),
         "learnrate": Param("float", 1.0, groups=RES_TIME, doc=(
             "The learning rate of the optimizer, scaled per optimizer so that 1.0 means about the same step size "
             "for each. Available to other expressions as `learnrate`/`lr`.")),

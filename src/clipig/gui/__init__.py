@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import threads
+
 DEFAULT_PORT = 8765
 PORT_TRIES = 20  # like Jupyter: with the default port busy, the next ones are tried
 
@@ -20,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    threads.add_option(p)
     return p
 
 
@@ -30,9 +32,7 @@ def main(argv: list[str]) -> int:
     import secrets
 
     from .session import Session
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    threads.configure(args.threads)
     file, text = None, None
     if args.file:
         file = Path(args.file)

@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+from .. import threads
+
 DEFAULT = """\
 model: random:tiny
 epochs: 100
@@ -86,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="*", metavar="FILE.yaml", help="experiment (default: a curly spoon on random:tiny)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
     p.add_argument("--repeat", type=int, default=5, help="runs of each kind (default: 5)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: 1, so that the CPU time "
-                   "of the training is that of one thread)")
+    threads.add_option(p, "1, so that the CPU time of the training is that of one thread")
     args = p.parse_args(argv)
     import secrets
 
@@ -99,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..critic import load_critic, resolve_device
     from ..engine import Engine
     from .session import Session
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads.configure(args.threads or 1)
     texts = [] if args.files else [DEFAULT]
     config = load(args.files, texts, ["verbose=0", *args.overrides])
     seed = config.seed() if config.seed is not None else 1

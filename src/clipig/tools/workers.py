@@ -28,6 +28,7 @@ from pathlib import Path
 from ..config.errors import ConfigError
 from ..output import atomic_write
 from ..report import duration
+from ..threads import configure, usable_cores
 
 RETRIES = 1
 _DEVICE: str | None = None  # the device of this worker process, set by _init_worker
@@ -70,8 +71,7 @@ def _init_worker(devices, threads: int) -> None:
     global _DEVICE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and ends the workers
     _DEVICE = devices.get()
-    if threads:
-        torch.set_num_threads(threads)
+    configure(threads)
 
 
 def render_job(job: dict) -> dict:
@@ -164,7 +164,7 @@ class Local:
         queue = self.context.Queue()
         for i in range(self.workers):
             queue.put(self.devices[i % len(self.devices)])
-        threads = 0 if self.devices[0] else max(1, (os.cpu_count() or 1) // self.workers)
+        threads = 0 if self.devices[0] else max(1, usable_cores() // self.workers)
         return ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_init_worker,
                                    initargs=(queue, threads))
 

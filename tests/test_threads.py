@@ -1,0 +1,51 @@
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from clipig import threads
+
+
+def test_threads_must_be_a_positive_whole_number():
+    assert threads.positive_int("3") == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+            threads.positive_int(bad)
+
+
+@pytest.mark.parametrize("text, cpus", [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000", 1),
+                                        ("garbage", None)])
+def test_container_cpu_quota(tmp_path, text, cpus):
+    (tmp_path / "cpu.max").write_text(text)
+    assert threads.cpu_quota(str(tmp_path / "cpu.max")) == cpus
+    assert threads.cpu_quota(str(tmp_path / "missing")) is None
+
+
+def test_configure_sets_and_caps_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert threads.configure(1) == 1
+        torch.set_num_threads(2)
+        monkeypatch.setattr(threads, "cpu_quota", lambda: 1)
+        assert threads.configure(None) == 1  # a quota of one CPU: one thread
+        assert threads.usable_cores() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_render_rejects_zero_threads_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "clipig", "x.yaml", "--threads", "0"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--threads: must be a whole number of at least 1, got '0'" in result.stderr
+
+
+def test_idle_openmp_threads_sleep_unless_the_user_says_otherwise():
+    code = "import clipig, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout == "PASSIVE\n"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout == "ACTIVE\n"
