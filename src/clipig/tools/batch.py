@@ -29,11 +29,7 @@ def parser() -> argparse.ArgumentParser:
                    help="placeholder {NAME} takes each line of FILE (or the comma-separated values a,b,c); "
                         "repeatable, every combination is rendered")
     p.add_argument("-o", "--output", help="output folder (default: TEMPLATE-batch/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a parameter in every template (repeatable)")
-    p.add_argument("--model", help="shorthand for --set model=M")
-    p.add_argument("--device", help="shorthand for --set device=D")
-    workers.add_options(p)
+    workers.add_options(p, " in every template")
     return p
 
 
@@ -78,7 +74,6 @@ def prompt(data: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from ..cli import _yaml_scalar
     from ..config.errors import ConfigError
     from ..config.loader import load_data
     from ..config.schema import validate
@@ -86,8 +81,7 @@ def main(argv: list[str]) -> int:
     axes = [grid_axis(g) for g in args.grid]
     if len({name for name, _ in axes}) != len(axes):
         raise ConfigError("each --grid NAME may be given once")
-    overrides = args.overrides + [f"{k}={_yaml_scalar(v)}" for k, v in
-                                  (("model", args.model), ("device", args.device)) if v is not None]
+    overrides = workers.overrides(args)
     stems = [slug(Path(t).stem) for t in args.templates]
     stems = stems if len(set(stems)) == len(stems) else [f"{i + 1}-{s}" for i, s in enumerate(stems)]
     templates = [workers.plain(load_data([t], overrides=overrides)) for t in args.templates]

@@ -27,25 +27,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=6, help="how many of the best runs to continue (default: 6)")
     p.add_argument("--final-epochs", type=int, help="epochs to continue the best (default: the config's epochs)")
     p.add_argument("-o", "--output", help="output folder (default: CONFIG-rank/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a parameter (repeatable)")
-    p.add_argument("--model", help="shorthand for --set model=M")
-    p.add_argument("--device", help="shorthand for --set device=D")
     workers.add_options(p)
     return p
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from ..cli import _yaml_scalar
     from ..config.errors import ConfigError
     from ..config.loader import load_data
     from ..config.schema import validate
     from ..critic import load_image
 
-    overrides = args.overrides + [f"{k}={_yaml_scalar(v)}" for k, v in
-                                  (("model", args.model), ("device", args.device)) if v is not None]
-    data = workers.plain(load_data(args.files, overrides=overrides))
+    data = workers.plain(load_data(args.files, overrides=workers.overrides(args)))
     config = validate(data)
     if not any(t.features for t in config.targets):
         raise ConfigError("rank needs an experiment with at least one feature to rate the runs against")

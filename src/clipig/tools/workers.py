@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -35,14 +34,25 @@ _DEVICE: str | None = None  # the device of this worker process, set by _init_wo
 UNKEYED = ("device", "verbose", "output", "snapshot_interval")  # parameters that do not change the image
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
-    """Where the work runs, shared by `rank` and `batch`."""
+def add_options(p: argparse.ArgumentParser, every: str = "") -> None:
+    """Parameter overrides and where the work runs, shared by `rank` and `batch`."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help=f"override a parameter{every} (repeatable)")
+    p.add_argument("--model", help="shorthand for --set model=M")
+    p.add_argument("--device", help="shorthand for --set device=D")
     p.add_argument("--workers", type=int, help="parallel runs: worker processes here (default: one per GPU, "
                    "or 1 on the CPU, which runs in this process); with Ray the most tasks at once")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this machine; ray: tasks on a Ray cluster (pip install 'clipig[ray]')")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a new local Ray instance)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def overrides(args) -> list[str]:
+    """--set overrides, then the --model/--device shorthands."""
+    from ..cli import _yaml_scalar
+    return args.overrides + [f"{k}={_yaml_scalar(v)}" for k, v in
+                             (("model", args.model), ("device", args.device)) if v is not None]
 
 
 def plain(data):
@@ -66,8 +76,6 @@ def job_key(job: dict) -> str:
 
 def _init_worker(devices, threads: int) -> None:
     import signal
-
-    import torch
     global _DEVICE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and ends the workers
     _DEVICE = devices.get()
