@@ -171,3 +171,29 @@ def test_every_example_renders(example, tmp_path, tiny, capsys):
     rc = main([str(ROOT / "examples" / example), "-o", f"{tmp_path}/", "--set", "epochs=3", *TINY])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / example.replace(".yaml", ".png")).exists()
+
+
+def test_a_numbered_output_name_counts_on(tmp_path, tiny):
+    config = write(tmp_path)
+    for _ in range(2):
+        assert main([str(config), "-o", f"{tmp_path}/zz-1.png", *TINY]) == 0
+    assert (tmp_path / "zz-1.png").exists() and (tmp_path / "zz-2.png").exists()
+    assert not (tmp_path / "zz-1-1.png").exists()
+
+
+def test_a_run_that_fails_half_way_keeps_its_image(tmp_path, tiny, capsys):
+    config = write(tmp_path, "resolution: 32\nepochs: 5\ntargets:\n  - features:\n      - text: a\n"
+                             "    transforms:\n      - noise: 1/(2-epoch)\n", "e9.yaml")
+    assert main([str(config), "-o", f"{tmp_path}/out/", *TINY]) == 2
+    assert "targets[0].transforms[0].noise: expression '1/(2-epoch)' failed at epoch 2" in capsys.readouterr().err
+    assert (tmp_path / "out" / "e9.png").stat().st_size > 0
+    assert "# failed at epoch 2 of 5 epochs" in (tmp_path / "out" / "e9.yaml").read_text()
+
+
+def test_running_out_of_memory_is_a_message(tmp_path, tiny, capsys):
+    # 10⁷ x 10⁷ pixels: 1.2 PB, more than any address space, so the allocation fails even with overcommit
+    config = write(tmp_path, "resolution: 10000000\nepochs: 1\ntargets:\n  - features:\n      - text: a\n")
+    assert main([str(config), "-o", f"{tmp_path}/out/", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"error: out of memory \(tried to allocate \d+\.\d GB\)\. Lower `resolution`", err)
+    assert "Traceback" not in err

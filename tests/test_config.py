@@ -202,3 +202,17 @@ def test_validate_needs_a_mapping():
     with pytest.raises(ConfigError):
         validate(["a"])
     assert load_data(texts=["epochs: 3"])["epochs"] == 3
+
+
+@pytest.mark.parametrize("text, path, allowed", [
+    ("interpolation: nearst", "interpolation", "nearest, linear, cubic (did you mean 'nearest'?)"),
+    ("targets:\n  - features:\n      - text: x\n        loss: cosin", "targets[0].features[0].loss", "cosine"),
+    ("targets:\n  - transforms:\n      - pad:\n          size: 1\n          mode: reflect",
+     "targets[0].transforms[0].pad.mode", "fill, edge, wrap"),
+])
+def test_a_mistyped_choice_lists_the_allowed_values(text, path, allowed):
+    with pytest.raises(ConfigError) as error:
+        cfg(text)
+    message = str(error.value)
+    assert path in message and "unknown value" in message and allowed in message
+    assert "variable" not in message

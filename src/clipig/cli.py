@@ -153,6 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(f"error: out of memory ({_allocation(e)}). Lower `resolution`, `batch_size` or the sizes in the "
+              "transforms (resize, pad, rnoise resolution), or use a smaller model.", file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    import torch
+    text = str(error).lower()
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in text or "out of memory" in text)
+
+
+def _allocation(error: BaseException) -> str:
+    """'tried to allocate 120.0 GB' from torch's message, when it says so."""
+    import re
+    match = re.search(r"allocate (\d+) bytes", str(error))
+    return f"tried to allocate {int(match.group(1)) / 1e9:.1f} GB" if match else type(error).__name__
 
 
 if __name__ == "__main__":

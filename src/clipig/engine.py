@@ -98,7 +98,9 @@ class Engine:
         self.stop_requested.set()
 
     def run(self) -> str:
-        """Train until `epochs` or a stop; returns the reason: done | stopped | interrupted."""
+        """Train until `epochs` or a stop; returns the reason: done | stopped. Ctrl-C ("interrupted") and errors
+        ("failed", e.g. an expression that divides by zero at some epoch) end the run too, and are re-raised
+        after the `end` event, so that listeners still save what exists."""
         self.started_at = time.monotonic()
         self.emit("start")
         reason = "done"
@@ -111,9 +113,8 @@ class Engine:
                 self.epoch += 1
                 self.epochs_done += 1
                 self.emit("epoch", loss=self.loss)
-        except KeyboardInterrupt:
-            reason = "interrupted"
-            self.emit("end", reason=reason)
+        except BaseException as e:
+            self.emit("end", reason="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
             raise
         self.emit("end", reason=reason)
         return reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +30,14 @@ def output_path(output: str, config_name: str | None) -> Path:
 
 
 def reserve(path: Path) -> Path:
-    """Create (empty) and return the first free name of `name.png`, `name-1.png`, `name-2.png`, ...
-    Creation is exclusive, so parallel runs never pick the same file."""
+    """Create (empty) and return the first free name of `name.png`, `name-1.png`, `name-2.png`, ...; a taken
+    name that already ends in a number counts on (`name-1.png` -> `name-2.png`). Creation is exclusive, so
+    parallel runs never pick the same file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     stem, n = path.stem, 0
+    numbered = re.fullmatch(r"(.*\D)-(\d+)", stem)  # `zz-1.png` taken: `zz-2.png`, not `zz-1-1.png`
+    if numbered and os.path.exists(path):
+        stem, n = numbered.group(1), int(numbered.group(2))
     while True:
         candidate = path.with_name(f"{stem}{'-' + str(n) if n else ''}{path.suffix}")
         try:

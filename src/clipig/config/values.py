@@ -91,7 +91,7 @@ class Param:
         name = self.canonical(text)
         if name is not None:
             return Value(self, raw, path, [name], constant=name)
-        if self.groups:
+        if self.groups and not text.strip().isidentifier():  # a bare name is a mistyped choice, not a formula
             try:
                 expr = compile_expression(text)
             except ExpressionError:
