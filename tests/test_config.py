@@ -216,3 +216,25 @@ def test_a_mistyped_choice_lists_the_allowed_values(text, path, allowed):
     message = str(error.value)
     assert path in message and "unknown value" in message and allowed in message
     assert "variable" not in message
+
+
+def test_start_end_and_switches_accept_expressions():
+    from clipig.config.timing import TimePoint
+    config = cfg("targets:\n  - start: 1/2\n    end: 100*2\n    active: 1 > 2\n    features:\n      - text: a\n"
+                 "        start: '0 if t < .5 else 3'\n")
+    target = config.targets[0]
+    assert target.start() == TimePoint(0.5, "fraction") and target.end() == TimePoint(200.0, "epoch")
+    assert target.active() is False
+    start = target.features[0].start
+    assert not start.is_constant and start({"t": 0.7}) == TimePoint(3.0, "epoch")
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.start: expression 'lr/2' uses unknown variable 'lr'"):
+        cfg("targets:\n  - start: lr/2\n")
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.active: expected true or false, got 'maybe'"):
+        cfg("targets:\n  - active: maybe\n")
+
+
+def test_a_feature_that_starts_by_expression_is_trained_only_from_then():
+    from clipig.targets import in_time
+    config = cfg("epochs: 10\ntargets:\n  - features:\n      - text: a\n        start: '0 if epoch < 0 else 4'\n")
+    feature = config.targets[0].features[0]
+    assert [in_time(feature, e, 10) for e in range(10)] == [False] * 4 + [True] * 6

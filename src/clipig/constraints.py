@@ -29,8 +29,8 @@ def P(type: str, default=None, length=None, doc: str = "", **kw) -> Param:
 def common_params() -> dict[str, Param]:
     return {
         "weight": P("float", 1.0, doc="A multiplier for the loss of the constraint."),
-        "start": start_param("the constraint"),
-        "end": end_param("the constraint"),
+        "start": start_param("the constraint", CONSTRAINT_VARS),
+        "end": end_param("the constraint", CONSTRAINT_VARS),
         "loss": P("str", "l2", choices=("l1", "l2"), aliases={"mae": "l1", "mse": "l2"},
                   doc=LOSS_DOC.format(what="image")),
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config.expressions import similarity_variables
+from .config.expressions import similarity_variables, time_variables
 from .config.timing import is_active
 from .constraints import constraint_loss
 from .geometry import Views, as_tensor
@@ -76,11 +76,10 @@ class Target:
         return [f.text() if f.text is not None else f.image() for f in self.features]
 
     def is_active(self, epoch: int, epochs: int) -> bool:
-        return self.node.active() and bool(self.features or self.constraints) and is_active(
-            self.node.start(), self.node.end(), epoch, epochs)
+        return self.node.active() and bool(self.features or self.constraints) and in_time(self.node, epoch, epochs)
 
     def active_features(self, epoch: int, epochs: int) -> list[int]:
-        return [i for i, f in enumerate(self.features) if is_active(f.start(), f.end(), epoch, epochs)]
+        return [i for i, f in enumerate(self.features) if in_time(f, epoch, epochs)]
 
     def views(self, pixels: torch.Tensor, variables: dict, rng: torch.Generator, expr_rng) -> torch.Tensor:
         """The batch of transformed views of the [3, H, W] pixels. Consecutive geometric transforms are
@@ -207,9 +206,16 @@ def expand(views, batch: int):
     return views.expand(batch, -1, -1, -1) if views.shape[0] != batch else views
 
 
+def in_time(node, epoch: int, epochs: int) -> bool:
+    """Whether `epoch` lies between the node's `start` and `end` (which may be expressions of the time)."""
+    variables = None
+    if not (node.start.is_constant and node.end.is_constant):
+        variables = {**time_variables(epoch, epochs), "epochs": epochs}
+    return is_active(node.start(variables), node.end(variables), epoch, epochs)
+
+
 def entry_active(entry, variables: dict) -> bool:
-    fields = entry.entry
-    return fields.active() and is_active(fields.start(), fields.end(), variables["epoch"], variables["epochs"])
+    return entry.entry.active() and in_time(entry.entry, variables["epoch"], variables["epochs"])
 
 
 def _triple(acc: dict) -> dict:

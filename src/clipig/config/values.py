@@ -60,6 +60,8 @@ class Param:
         if self.type == "bool":
             if isinstance(raw, str) and raw.strip().lower() in BOOL_WORDS:
                 return Value(self, raw, path, [raw], constant=BOOL_WORDS[raw.strip().lower()])
+            if isinstance(raw, str) and not raw.strip().isidentifier():
+                return self._expression(raw, path, f"expected true, false or an expression, got {raw!r}")
             if not isinstance(raw, bool):
                 raise ConfigError(f"expected true or false, got {raw!r}", path)
             return Value(self, raw, path, [raw], constant=raw)
@@ -67,6 +69,8 @@ class Param:
             try:
                 return Value(self, raw, path, [raw], constant=parse_time(raw))
             except ValueError as e:
+                if isinstance(raw, str) and not raw.strip().endswith("%"):
+                    return self._expression(raw, path, str(e))
                 raise ConfigError(str(e), path) from None
         if self.type == "str":
             return self._parse_str(raw, path)
@@ -79,6 +83,19 @@ class Param:
                                   f"(or a single one for all), got {len(items)}: {raw!r}", path)
         value = Value(self, raw, path, items)
         if all(not isinstance(item, Expression) for item in items):
+            value.constant = value.evaluate({})
+        return value
+
+    def _expression(self, text: str, path: str, expected: str) -> "Value":
+        """A one-item value written as an expression (bool and time parameters); constant when it reads no
+        variables."""
+        try:
+            expr = compile_expression(text)
+        except ExpressionError as e:
+            raise ConfigError(f"{expected} ({e})", path) from None
+        self._check_names(expr, path)
+        value = Value(self, text, path, [expr])
+        if not expr.names:
             value.constant = value.evaluate({})
         return value
 
@@ -160,6 +177,12 @@ class Param:
                 return float(value)
             if self.type == "number":
                 return value if isinstance(value, (int, float)) and not isinstance(value, bool) else float(value)
+            if self.type == "bool":
+                if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+                    return bool(value)
+                raise ValueError("expected true or false")
+            if self.type == "time":
+                return parse_time(value)
             if self.type == "str":
                 name = self.canonical(str(value))
                 if name is None:
