@@ -238,3 +238,15 @@ def test_a_feature_that_starts_by_expression_is_trained_only_from_then():
     config = cfg("epochs: 10\ntargets:\n  - features:\n      - text: a\n        start: '0 if epoch < 0 else 4'\n")
     feature = config.targets[0].features[0]
     assert [in_time(feature, e, 10) for e in range(10)] == [False] * 4 + [True] * 6
+
+
+@pytest.mark.parametrize("text, message", [
+    ("resolution: 16.5", "resolution: expected whole numbers, got 16.5"),
+    ("epochs: 2.5", "epochs: expected whole numbers, got 2.5"),
+    ("targets:\n  - transforms:\n      - rotate:\n          degree: 10 20",
+     "targets[0].transforms[0].rotate.degree: expected a single float, got 2 values: '10 20'"),
+])
+def test_number_mistakes_are_named(text, message):
+    with pytest.raises(ConfigError) as error:
+        cfg(text)
+    assert message in str(error.value)

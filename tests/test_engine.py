@@ -232,3 +232,9 @@ def test_runtime_expression_error_stops_with_a_clear_message(tiny):
     engine = make_engine(text, tiny)
     with pytest.raises(ConfigError, match=r"targets\[0\]\.features\[0\]\.weight.*epoch 2"):
         engine.run()
+
+
+def test_start_epoch_past_the_end_is_a_config_error(tiny):
+    from clipig.config.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"start_epoch: 5 is past the end of training \(epochs: 2\)"):
+        make_engine("epochs: 2\nstart_epoch: 5\ntargets:\n  - features:\n      - text: a\n", tiny)

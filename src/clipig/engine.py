@@ -50,6 +50,8 @@ class Engine:
         self.critic = critic or load_critic(config.model(), self.device)
         self.epochs = config.epochs()
         self.epoch = config.start_epoch()
+        if self.epoch > self.epochs:
+            raise ConfigError(f"{self.epoch} is past the end of training (epochs: {self.epochs})", "start_epoch")
         self.expr_rng = random.Random(self.seed)
         self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self.stop_requested = threading.Event()

@@ -128,7 +128,7 @@ class Param:
         if isinstance(raw, bool) or raw is None or isinstance(raw, dict):
             raise ConfigError(f"expected {self.type_text()}, got {raw!r}", path)
         if isinstance(raw, (int, float)):
-            return [raw]
+            return [self._item(raw, path)]
         if isinstance(raw, list):
             if not self.lengths:
                 raise ConfigError(f"expected a single {self.type}, got a list {raw!r}", path)
@@ -138,7 +138,9 @@ class Param:
                     raise ConfigError(f"expected numbers or expressions in the list, got {item!r}", path)
                 parts.extend(split_items(item) if isinstance(item, str) else [item])
             return [self._item(p, path) for p in parts]
-        parts = split_items(str(raw)) if self.lengths else [str(raw)]
+        parts = split_items(str(raw))
+        if not self.lengths and len(parts) > 1:
+            raise ConfigError(f"expected a single {self.type}, got {len(parts)} values: {raw!r}", path)
         return [self._item(p, path) for p in parts]
 
     def _item(self, item: Any, path: str):
