@@ -1,5 +1,7 @@
 """The config language: lists, expressions, variables, start/end, merging, overrides and error messages."""
 
+import re
+
 import pytest
 
 from clipig.config.errors import ConfigError
@@ -250,3 +252,14 @@ def test_number_mistakes_are_named(text, message):
     with pytest.raises(ConfigError) as error:
         cfg(text)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("entry, path", [
+    ("transforms:\n      - blur:\n          kernel_size: -3", "targets[0].transforms[0].blur.kernel_size"),
+    ("transforms:\n      - border:\n          size: -1", "targets[0].transforms[0].border.size"),
+    ("constraints:\n      - edge_mean:\n          kernel_size: 0\n          above: .1",
+     "targets[0].constraints[0].edge_mean.kernel_size"),
+])
+def test_sizes_must_not_be_negative(entry, path):
+    with pytest.raises(ConfigError, match=re.escape(path) + ": must be at least"):
+        cfg("targets:\n  - " + entry)

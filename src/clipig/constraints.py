@@ -87,7 +87,8 @@ def blur(images, kernel_size, sigma):
 
 
 @constraint("border", {
-    "size": P("int", [1, 1], length=2, doc="Width and height of the border in pixels; one number for both."),
+    "size": P("int", [1, 1], length=2, check=at_least(0), doc=(
+        "Width and height of the border in pixels; one number for both.")),
     "color": P("float", [0.0, 0.0, 0.0], length=3, doc="The colour (RGB in [0, 1], or one number for gray)."),
 })
 def border(images, size, color):

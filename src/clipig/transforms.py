@@ -72,7 +72,7 @@ def blur_params(param=None) -> dict:
     """`kernel_size` and `sigma` of a gaussian blur, declared with `param` (this module's `P` by default)."""
     param = param or P
     return {
-        "kernel_size": param("int", [3, 3], length=2, doc=(
+        "kernel_size": param("int", [3, 3], length=2, check=at_least(1), doc=(
             "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd "
             "one). Two numbers define width and height separately.")),
         "sigma": param("float", length=2, doc=(
@@ -314,7 +314,8 @@ def border_mask(images: torch.Tensor, size) -> torch.Tensor:
 
 
 @transform("border", {
-    "size": P("int", [1, 1], length=2, doc="Width and height of the border in pixels; one number for both."),
+    "size": P("int", [1, 1], length=2, check=at_least(0), doc=(
+        "Width and height of the border in pixels; one number for both.")),
     "color": P("float", [0.0, 0.0, 0.0], length=3, doc="The colour (RGB in [0, 1], or one number for gray)."),
 })
 def border(images, size, color):
