@@ -1,5 +1,7 @@
 """The training loop: real properties with the tiny random CLIP and fixed seeds."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -238,3 +240,13 @@ def test_start_epoch_past_the_end_is_a_config_error(tiny):
     from clipig.config.errors import ConfigError
     with pytest.raises(ConfigError, match=r"start_epoch: 5 is past the end of training \(epochs: 2\)"):
         make_engine("epochs: 2\nstart_epoch: 5\ntargets:\n  - features:\n      - text: a\n", tiny)
+
+
+def test_a_feature_never_active_shows_no_weight(tiny):
+    from clipig.report import statistics_table
+    engine = make_engine("epochs: 3\nresolution: 32\ntargets:\n  - features:\n      - text: a\n"
+                         "      - text: b\n        start: 5\n", tiny)
+    engine.run()
+    features = engine.statistics()[0]["features"]
+    assert features[0]["weight"] == 1.0 and features[1]["weight"] is None
+    assert re.search(r"^\s+b\s+-\s+0 ", statistics_table(engine.statistics()), re.M)

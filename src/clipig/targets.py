@@ -66,7 +66,7 @@ class Target:
                                                                                           device=device)
         self.normed = F.normalize(self.vectors, dim=-1)
         self.fair: torch.Tensor | None = None
-        self.weights = [0.0] * len(self.features)  # last applied weights (feature weight * target weight)
+        self.weights: list = [None] * len(self.features)  # last applied (feature * target weight); None: never
         self.window = TargetStats(len(self.features), len(self.constraints), device)
         self.total = TargetStats(len(self.features), len(self.constraints), device)
         self.device = device
