@@ -185,7 +185,8 @@ def test_a_run_that_fails_half_way_keeps_its_image(tmp_path, tiny, capsys):
     config = write(tmp_path, "resolution: 32\nepochs: 5\ntargets:\n  - features:\n      - text: a\n"
                              "    transforms:\n      - noise: 1/(2-epoch)\n", "e9.yaml")
     assert main([str(config), "-o", f"{tmp_path}/out/", *TINY]) == 2
-    assert "targets[0].transforms[0].noise: expression '1/(2-epoch)' failed at epoch 2" in capsys.readouterr().err
+    assert (f"{config}:7: targets[0].transforms[0].noise: expression '1/(2-epoch)' failed at epoch 2"
+            in capsys.readouterr().err)
     assert (tmp_path / "out" / "e9.png").stat().st_size > 0
     assert "# failed at epoch 2 of 5 epochs" in (tmp_path / "out" / "e9.yaml").read_text()
 

@@ -51,7 +51,8 @@ class Engine:
         self.epochs = config.epochs()
         self.epoch = config.start_epoch()
         if self.epoch > self.epochs:
-            raise ConfigError(f"{self.epoch} is past the end of training (epochs: {self.epochs})", "start_epoch")
+            raise ConfigError(f"{self.epoch} is past the end of training (epochs: {self.epochs})", "start_epoch"
+                              ).located(*config.start_epoch.loc)
         self.expr_rng = random.Random(self.seed)
         self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self.stop_requested = threading.Event()
@@ -81,7 +82,8 @@ class Engine:
         if dtype is None:
             return contextlib.nullcontext
         if self.device.type == "cpu" and dtype == torch.float16:
-            raise ConfigError("fp16 is only available on CUDA; use bf16 or fp32 on the CPU", "precision")
+            raise ConfigError("fp16 is only available on CUDA; use bf16 or fp32 on the CPU", "precision"
+                              ).located(*self.config.precision.loc)
         return lambda: torch.autocast(self.device.type, dtype=dtype)
 
     # --- the loop -------------------------------------------------------------------------------------------

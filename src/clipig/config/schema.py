@@ -252,10 +252,16 @@ def _child(path: str, key) -> str:
 
 
 def _located(fn, container, key):
+    """fn() with the file:line of `container[key]` on its errors and on the values it returns (for errors
+    of expressions that fail later, during the run)."""
     try:
-        return fn()
+        result = fn()
     except ConfigError as e:
         raise e.located(*_loc(container, key)) from None
+    for value in result.values() if isinstance(result, dict) else [result]:
+        if isinstance(value, Value) and value.loc == (None, None):
+            value.loc = _loc(container, key)
+    return result
 
 
 def _section(section: Section, data: dict, path: str) -> Node:

@@ -201,6 +201,8 @@ BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False
 class Value:
     """A validated parameter value; call it with the expression variables to get the typed result."""
 
+    loc: tuple = (None, None)  # (file, line) it came from, set by the schema
+
     def __init__(self, param: Param, raw: Any, path: str, items: list, constant: Any = None):
         self.param, self.raw, self.path, self.items = param, raw, path, items
         self.constant = constant
@@ -229,10 +231,15 @@ class Value:
                     item = item.evaluate(variables, rng)
                 except ExpressionError as e:
                     epoch = f" at epoch {variables['epoch']}" if "epoch" in variables else ""
-                    raise ConfigError(f"expression {item.source!r} failed{epoch}: {e}", self.path) from None
+                    raise ConfigError(f"expression {item.source!r} failed{epoch}: {e}", self.path
+                                      ).located(*self.loc) from None
             if self.param.type in ("int", "float") and isinstance(item, float) and not math.isfinite(item):
-                raise ConfigError(f"expression gave {item}, which is not a finite number", self.path)
-            results.append(self.param.cast(item, self.path))
+                raise ConfigError(f"expression gave {item}, which is not a finite number", self.path
+                                  ).located(*self.loc)
+            try:
+                results.append(self.param.cast(item, self.path))
+            except ConfigError as e:
+                raise e.located(*self.loc) from None
         result = results if self.param.lengths else results[0]
         return self._checked(result, variables)
 
@@ -240,7 +247,7 @@ class Value:
         message = self.param.check(result) if self.param.check else None
         if message:
             epoch = f" (at epoch {variables['epoch']})" if "epoch" in variables else ""
-            raise ConfigError(f"{message}, got {result!r}{epoch}", self.path)
+            raise ConfigError(f"{message}, got {result!r}{epoch}", self.path).located(*self.loc)
         return result
 
     def __repr__(self) -> str:
