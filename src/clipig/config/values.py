@@ -224,6 +224,12 @@ class Value:
         return self.evaluate(variables or {}, rng)
 
     def evaluate(self, variables: dict, rng: random.Random | None = None) -> Any:
+        try:
+            return self._evaluate(variables, rng)
+        except ConfigError as e:  # during the run: say where the value came from
+            raise e.located(*self.loc) from None
+
+    def _evaluate(self, variables: dict, rng: random.Random | None) -> Any:
         results = []
         for item in self.items:
             if isinstance(item, Expression):
@@ -231,15 +237,10 @@ class Value:
                     item = item.evaluate(variables, rng)
                 except ExpressionError as e:
                     epoch = f" at epoch {variables['epoch']}" if "epoch" in variables else ""
-                    raise ConfigError(f"expression {item.source!r} failed{epoch}: {e}", self.path
-                                      ).located(*self.loc) from None
+                    raise ConfigError(f"expression {item.source!r} failed{epoch}: {e}", self.path) from None
             if self.param.type in ("int", "float") and isinstance(item, float) and not math.isfinite(item):
-                raise ConfigError(f"expression gave {item}, which is not a finite number", self.path
-                                  ).located(*self.loc)
-            try:
-                results.append(self.param.cast(item, self.path))
-            except ConfigError as e:
-                raise e.located(*self.loc) from None
+                raise ConfigError(f"expression gave {item}, which is not a finite number", self.path)
+            results.append(self.param.cast(item, self.path))
         result = results if self.param.lengths else results[0]
         return self._checked(result, variables)
 
@@ -247,7 +248,7 @@ class Value:
         message = self.param.check(result) if self.param.check else None
         if message:
             epoch = f" (at epoch {variables['epoch']})" if "epoch" in variables else ""
-            raise ConfigError(f"{message}, got {result!r}{epoch}", self.path).located(*self.loc)
+            raise ConfigError(f"{message}, got {result!r}{epoch}", self.path)
         return result
 
     def __repr__(self) -> str:
