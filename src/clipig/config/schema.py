@@ -386,7 +386,7 @@ def walk(section: Section | None = None, prefix: str = "") -> Iterator[tuple[str
 def to_data(node) -> Any:
     """The validated tree back as plain YAML data, with every default filled in (for the sidecar file)."""
     if isinstance(node, Value):
-        return _plain(node.raw)
+        return plain(node.raw)
     if isinstance(node, PluginEntry):
         params = node.params
         value = (to_data(next(iter(params.values()))) if node.spec.direct
@@ -399,10 +399,10 @@ def to_data(node) -> Any:
     return node
 
 
-def _plain(raw):
+def plain(raw):
     """Loader containers (LocDict/LocList) back to plain dicts and lists."""
     if isinstance(raw, dict):
-        return {k: _plain(v) for k, v in raw.items()}
+        return {k: plain(v) for k, v in raw.items()}
     if isinstance(raw, list):
-        return [_plain(v) for v in raw]
+        return [plain(v) for v in raw]
     return raw

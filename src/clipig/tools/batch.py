@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from ..config.errors import ConfigError
     from ..config.loader import load_data
-    from ..config.schema import validate
+    from ..config.schema import plain, validate
 
     axes = [grid_axis(g) for g in args.grid]
     if len({name for name, _ in axes}) != len(axes):
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     overrides = workers.overrides(args)
     stems = [slug(Path(t).stem) for t in args.templates]
     stems = stems if len(set(stems)) == len(stems) else [f"{i + 1}-{s}" for i, s in enumerate(stems)]
-    templates = [workers.plain(load_data([t], overrides=overrides)) for t in args.templates]
+    templates = [plain(load_data([t], overrides=overrides)) for t in args.templates]
     for path, template in zip(args.templates, templates):
         unused = [n for n, _ in axes if "{" + n + "}" not in json.dumps(template)]
         if unused:

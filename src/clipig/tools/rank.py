@@ -35,10 +35,10 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from ..config.errors import ConfigError
     from ..config.loader import load_data
-    from ..config.schema import validate
+    from ..config.schema import plain, validate
     from ..critic import load_image
 
-    data = workers.plain(load_data(args.files, overrides=workers.overrides(args)))
+    data = plain(load_data(args.files, overrides=workers.overrides(args)))
     config = validate(data)
     if not any(t.features for t in config.targets):
         raise ConfigError("rank needs an experiment with at least one feature to rate the runs against")

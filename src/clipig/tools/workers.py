@@ -55,15 +55,6 @@ def overrides(args) -> list[str]:
                              (("model", args.model), ("device", args.device)) if v is not None]
 
 
-def plain(data):
-    """The loader's data (dicts and lists remembering file lines) as plain dicts and lists."""
-    if isinstance(data, dict):
-        return {k: plain(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [plain(v) for v in data]
-    return data
-
-
 def job_key(job: dict) -> str:
     """Fingerprint of what a job renders (the start pixels are left out: they follow from `meta`)."""
     data = {k: v for k, v in job["data"].items() if k not in UNKEYED}
