@@ -263,7 +263,7 @@ def run_config(name: str, path: Path, critic, args, overrides=()) -> Row:
             return row
     measured = clock.epochs[args.warmup:] or clock.epochs
     row.epochs = measured
-    row.resolution = "x".join(str(v) for v in engine.pixels.resolution)
+    row.resolution = "x".join(str(v) for v in engine.canvas.resolution)
     row.epoch = statistics.median(e for e, _ in measured)
     row.fastest = min(e for e, _ in measured)
     row.clip = statistics.median(c for _, c in measured)

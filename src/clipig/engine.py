@@ -16,8 +16,10 @@ import torch.nn.functional as F
 
 from .config.errors import ConfigError
 from .config.expressions import learnrate_variables, resolution_variables, time_variables
-from .pixels import Pixels, initial_pixels
-from .targets import Target, entry_active
+from .config.timing import is_on
+from .parameterizations import create, rebuilt
+from .pixels import initial_pixels
+from .targets import Target
 
 # Base learning rates: `learnrate: 1.0` means about the same step size for every optimizer.
 OPTIMIZERS = {
@@ -63,8 +65,10 @@ class Engine:
         variables = self.variables(self.epoch)
         resolution = config.resolution(variables)
         init_rng = torch.Generator().manual_seed(self.seed)
-        pixels = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
-        self.pixels = Pixels(pixels).to(self.device)
+        image = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
+        self.canvas = create(config.parameterization, variables, image, self.device)  # what is trained
+        self.reshapes = not (config.resolution.is_constant and config.interpolation.is_constant
+                             and all(v.is_constant for v in config.parameterization.params.values()))
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())
 
@@ -73,7 +77,7 @@ class Engine:
     def _optimizer(self) -> torch.optim.Optimizer:
         cls, base, extra = OPTIMIZERS[self.config.optimizer()]
         self.base_learnrate = base
-        return cls(self.pixels.parameters(), lr=base, **extra)
+        return cls(self.canvas.parameters(), lr=base, **extra)
 
     def _autocast(self, precision: str):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -127,22 +131,26 @@ class Engine:
         """One epoch: views of all active targets through CLIP in one batch, losses, optimizer step, postproc."""
         config, epoch = self.config, self.epoch
         variables = self.variables(epoch)
-        if not config.resolution.is_constant or not config.interpolation.is_constant:
-            if self.pixels.resize(*config.resolution(variables), config.interpolation(variables)):
+        if self.reshapes:
+            canvas = rebuilt(self.canvas, config.parameterization, config.resolution(variables),
+                             config.interpolation(variables), variables)
+            if canvas is not self.canvas:
+                self.canvas = canvas
                 self.optimizer = self._optimizer()
-        variables.update(resolution_variables(*self.pixels.resolution))
+        variables.update(resolution_variables(*self.canvas.resolution))
         learnrate = config.learnrate(variables)
         learnrate_scale = config.learnrate_scale(variables)
         variables.update(learnrate_variables(learnrate, learnrate_scale))
         for group in self.optimizer.param_groups:
             group["lr"] = self.base_learnrate * learnrate * learnrate_scale
 
-        active = [t for t in self.targets if t.is_active(epoch, self.epochs)]
-        views = [t.views(self.pixels.data, variables, self.rng, self.expr_rng) for t in active]
-        seen = [bool(t.active_features(epoch, self.epochs)) for t in active]  # targets that need CLIP
+        active = [t for t in self.targets if t.is_active(variables)]
+        image = self.canvas.image() if active else None
+        views = [t.views(image, variables, self.rng, self.expr_rng) for t in active]
+        seen = [bool(t.active_features(variables)) for t in active]  # targets that need CLIP
         critiqued = [v for v, s in zip(views, seen) if s]
         features = iter(self.critique(critiqued).split([v.shape[0] for v in critiqued]) if critiqued else ())
-        loss = self.pixels.data.new_zeros(())
+        loss = torch.zeros((), device=self.device)
         for target, v, s in zip(active, views, seen):
             loss = loss + target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
         self.optimizer.zero_grad(set_to_none=True)
@@ -162,23 +170,27 @@ class Engine:
             return self.critic.encode_image(batch, compiled=self.config.compile()).float()
 
     def postprocess(self, variables: dict) -> None:
-        entries = [e for e in self.config.postproc if entry_active(e, variables)]
+        """The post-processing transforms edit the unclamped image, which the parameterization then shows."""
+        entries = [e for e in self.config.postproc if is_on(e.entry, variables)]
         if not entries:
             return
         with torch.no_grad():
-            image = self.pixels.data[None]
+            image = self.canvas.unclamped()[None]
             for entry in entries:
                 args = entry.arguments(variables, self.expr_rng)
                 if entry.spec.random:
                     args["rng"] = self.rng
                 image = entry.spec.fn(image, **args)
-            self.pixels.data.copy_(image[0])
+            self.canvas.set_image(image[0])
 
     # --- what listeners read --------------------------------------------------------------------------------
 
-    def image(self) -> torch.Tensor:
-        """The current image [3, H, W] in [0, 1] on the CPU."""
-        return self.pixels.image()
+    def image(self, unclamped: bool = False) -> torch.Tensor:
+        """The current image [3, H, W] on the CPU: in [0, 1], or `unclamped`, the values the parameterization
+        holds (what continuing starts from, through `init.image_tensor`)."""
+        with torch.no_grad():
+            image = self.canvas.unclamped() if unclamped else self.canvas.image()
+        return image.detach().to("cpu", torch.float32, copy=unclamped)  # never the parameter's own memory
 
     def statistics(self, window: bool = False) -> list[dict]:
         """Per-target statistics (since the start, or since the last `window` read, which resets it)."""

@@ -39,7 +39,7 @@ targets:
 class Snapshot:
     id: int
     epoch: int
-    pixels: torch.Tensor  # the raw [3, H, W] parameter on the CPU (continuing starts from it)
+    pixels: torch.Tensor  # the unclamped [3, H, W] image on the CPU (continuing starts from it)
     png: bytes | None = None
 
 
@@ -116,7 +116,7 @@ class Session:
         self.plain_config = None  # the last run's config as written (for the sidecar)
         self.thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
-        self.pixels: torch.Tensor | None = None  # raw pixels to continue from (CPU), None = start from noise
+        self.pixels: torch.Tensor | None = None  # unclamped image to continue from (CPU), None = from `init`
         self.epoch = 0
         self.epochs = 0
         self.loss: float | None = None
@@ -350,7 +350,7 @@ class Session:
 
     def _keep(self, engine) -> None:
         """Remember where the engine is, so that the next start continues from there."""
-        self.pixels = engine.pixels.data.detach().float().cpu().clone()
+        self.pixels = engine.image(unclamped=True)
         self.epoch = engine.epoch
         self.frame, self.frame_version = self.pixels.clamp(0, 1), self.frame_version + 1
 
@@ -428,6 +428,5 @@ class Session:
             self.changed()
 
     def _add_snapshot(self, engine) -> None:
-        self.snapshots.append(Snapshot(next(self.snapshot_ids), engine.epoch,
-                                       engine.pixels.data.detach().float().cpu().clone()))
+        self.snapshots.append(Snapshot(next(self.snapshot_ids), engine.epoch, engine.image(unclamped=True)))
         del self.snapshots[:-MAX_SNAPSHOTS]
