@@ -24,7 +24,8 @@ def test_quick_run_prints_the_table_and_the_four_figures(capsys):
     out = capsys.readouterr().out
     assert code == 0
     for text in ("GEMM peak", "curly-spoon", "animal-method1", "hires-1024@224", "critic efficiency",
-                 "pipeline overhead", "resolution scaling", "peak memory", "GiB"):
+                 "pipeline overhead", "resolution scaling", "peak memory", "GiB", "hires-1024 fft",
+                 "hires-1024 pyramid", "parameterization share"):
         assert text in out, text
     assert "error:" not in out
     figures = out[out.index("| figure"):]
