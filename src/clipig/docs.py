@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config.expressions import CONSTANTS, FUNCTIONS, VARIABLE_GROUPS
+from .config.expressions import CONSTANTS, FUNCTIONS, RANDOM_FUNCTIONS, VARIABLE_GROUPS
 from .config.registry import CONSTRAINTS, TRANSFORMS, PluginSpec
 from .config.schema import ListOf, Plugins, Section, schema, walk
 from .config.values import Param
@@ -70,7 +70,16 @@ def expressions() -> str:
     for group, names in VARIABLE_GROUPS.items():
         lines += [f"### {group.replace('_', ' ')}", ""]
         lines += [f"- `{name}`: {doc}" for name, doc in names.items()] + [""]
-    lines += ["## Functions", ""] + [f"- `{name}`: {doc}" for name, doc in FUNCTIONS.items()]
+    lines += ["## Functions", "", "Like in the original CLIPig, the functions of Python's `math` and `random` modules "
+              "are called by their bare names (`sin(t)`, `uniform(-1, 1)`); the qualified names `math.sin(t)` "
+              "and `random.uniform(-1, 1)` work too.", ""]
+    lines += [f"- `{name}`: {doc}" for name, doc in FUNCTIONS.items()]
+    lines += ["", "### Random numbers", "", "Drawn from the run's own generator, seeded by `seed` (see the "
+              "[reference](reference.md#seed)): the same configuration and seed draw the same numbers. An "
+              "expression with a random function is evaluated each time its value is needed (per epoch; for "
+              "transforms and constraints per target and epoch), so `noise: uniform(0, .2)` changes every epoch.",
+              ""]
+    lines += [f"- `{name}`: {doc}" for name, doc in RANDOM_FUNCTIONS.items()]
     lines += ["", "## Constants", ""] + [f"- `{name}`: {doc}" for name, doc in CONSTANTS.items()]
     return HEADER + "\n".join(lines) + "\n"
 

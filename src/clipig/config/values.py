@@ -19,7 +19,6 @@ from .errors import ConfigError
 from .expressions import VARIABLE_GROUPS, Expression, ExpressionError, compile_expression
 from .timing import parse_time
 
-RANDOM_FUNCTIONS = ("random", "uniform", "gauss", "randint")
 TYPE_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "time": "int, float",
               "number": "int, float", "list": "list"}
 
@@ -95,7 +94,7 @@ class Param:
             raise ConfigError(f"{expected} ({e})", path) from None
         self._check_names(expr, path)
         value = Value(self, text, path, [expr])
-        if not expr.names:
+        if not expr.names and not expr.random:
             value.constant = value.evaluate({})
         return value
 
@@ -154,7 +153,7 @@ class Param:
         except ExpressionError as e:
             raise ConfigError(f"invalid expression {item!r}: {e}", path) from None
         self._check_names(expr, path)
-        if not expr.names and not any(f in expr.source for f in RANDOM_FUNCTIONS):
+        if not expr.names and not expr.random:
             try:
                 return expr.evaluate({})  # constant: fold it now, so a mistake shows at load time
             except ExpressionError as e:
