@@ -131,7 +131,7 @@ class Progress:
 
 
 def render(argv: list[str]) -> int:
-    args = render_parser().parse_args(original_argv(argv))
+    args = render_parser().parse_intermixed_args(original_argv(argv))
     from .config.errors import ConfigError
     from .config.loader import STDIN, load_data
     from .config.schema import validate
@@ -209,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+    except (MemoryError, RuntimeError, OverflowError, TypeError, ValueError) as e:
+        message = _resource_error(e)
+        if message is None:
             raise
-        print(f"error: out of memory ({_allocation(e)}). Lower `resolution`, `batch_size` or the sizes in the "
-              "transforms (resize, pad, rnoise resolution), or use a smaller model.", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 
@@ -226,18 +226,29 @@ def _show_warning(message, category, *rest, _python=warnings.showwarning) -> Non
         _python(message, category, *rest)
 
 
-def _out_of_memory(error: BaseException) -> bool:
+SIZES = ("Lower `resolution`, `batch_size` or the sizes in the transforms (resize, pad, repeat, rnoise "
+         "resolution), or use a smaller model.")
+
+
+def _resource_error(error: BaseException) -> str | None:
+    """The message for torch running out of memory or of number range during the run; None for other errors."""
     import torch
-    text = str(error).lower()
-    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
-            or "can't allocate memory" in text or "out of memory" in text)
-
-
-def _allocation(error: BaseException) -> str:
-    """'tried to allocate 120.0 GB' from torch's message, when it says so."""
-    import re
-    match = re.search(r"allocate (\d+) bytes", str(error))
-    return f"tried to allocate {int(match.group(1)) / 1e9:.1f} GB" if match else type(error).__name__
+    text = " ".join(str(error).split())
+    lower = text.lower()
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in lower \
+            or "out of memory" in lower:
+        match = re.search(r"allocate (\d+) bytes", text)
+        size = f"tried to allocate {int(match.group(1)) / 1e9:.1f} GB" if match else type(error).__name__
+        return f"out of memory ({size}). {SIZES}"
+    if any(s in lower for s in ("storage size calculation overflowed", "integer multiplication overflow",
+                                "overflow when unpacking long long", "int too big to convert",
+                                "cannot be represented as a symint")):
+        sizes = re.search(r"sizes=(\[[\d, ]+\])", text)
+        return f"sizes too large for any memory ({f'a tensor of {sizes.group(1)}' if sizes else text[:120]}). {SIZES}"
+    if "without overflow" in lower:  # a python number too large for a float32 tensor
+        return (f"a number grew too large for the float32 image arithmetic ({text[:200]}); check the factors of "
+                "the run, e.g. learnrate * learnrate_scale.")
+    return None
 
 
 if __name__ == "__main__":

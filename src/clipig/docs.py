@@ -74,11 +74,12 @@ def expressions() -> str:
               "are called by their bare names (`sin(t)`, `uniform(-1, 1)`); the qualified names `math.sin(t)` "
               "and `random.uniform(-1, 1)` work too.", ""]
     lines += [f"- `{name}`: {doc}" for name, doc in FUNCTIONS.items()]
-    lines += ["", "### Random numbers", "", "Drawn from the run's own generator, seeded by `seed` (see the "
-              "[reference](reference.md#seed)): the same configuration and seed draw the same numbers. An "
-              "expression with a random function is evaluated each time its value is needed (per epoch; for "
-              "transforms and constraints per target and epoch), so `noise: uniform(0, .2)` changes every epoch.",
-              ""]
+    lines += ["", "### Random numbers", "", "An expression with a random function is evaluated each time its "
+              "value is needed (each epoch), so `noise: uniform(0, .2)` changes every epoch. In the parameters of "
+              "transforms, constraints and post-processing the numbers come from the run's own generator, "
+              "seeded by [`seed`](reference.md#seed): the same configuration and seed draw the same numbers. "
+              "Other parameters (learnrate, resolution, weights, ...) draw from a generator seeded with 0 when "
+              "CLIPig starts.", ""]
     lines += [f"- `{name}`: {doc}" for name, doc in RANDOM_FUNCTIONS.items()]
     lines += ["", "## Constants", ""] + [f"- `{name}`: {doc}" for name, doc in CONSTANTS.items()]
     return HEADER + "\n".join(lines) + "\n"
