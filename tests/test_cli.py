@@ -228,3 +228,32 @@ def test_running_out_of_memory_is_a_message(tmp_path, tiny, capsys):
     err = capsys.readouterr().err
     assert re.search(r"error: out of memory \(tried to allocate \d+\.\d GB\)\. Lower `resolution`", err)
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("interval, tick, saved", [
+    ("2", 0.25, [0, 2, 4, 6, 6]),  # an int counts epochs: at the start, every 2 epochs and at the end
+    ("1", 0.25, [0, 1, 2, 3, 4, 5, 6, 6]),
+    ("1.0", 0.25, [0, 4, 6]),  # a float counts seconds: 4 epochs of 0.25 s
+    ("0.5", 0.25, [0, 2, 4, 6, 6]),
+    ("2.0", 1.0, [0, 2, 4, 6, 6]),
+    ("0", 1.0, [0, 6]),  # 0 disables snapshots: the image is written when training starts and ends
+    ("0.0", 1.0, [0, 6]),
+])
+def test_snapshot_interval_int_is_epochs_float_is_seconds(interval, tick, saved, tiny, monkeypatch, tmp_path):
+    import types
+
+    from clipig import output
+    from clipig.config.loader import load
+    from clipig.engine import Engine
+    clock, written = [0.0], []
+    monkeypatch.setattr(output, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(output, "save_png", lambda image, path: written.append(engine.epochs_done))
+
+    def ticks(event):
+        if event.kind == "epoch":
+            clock[0] += tick
+    config = load(texts=[SMALL.replace("epochs: 2", f"epochs: 6\nsnapshot_interval: {interval}")],
+                  overrides=["model=random:tiny", "device=cpu", "verbose=0", "seed=0"])
+    engine = Engine(config, critic=tiny, listeners=[ticks, output.OutputWriter(config, tmp_path / "s.png")])
+    engine.run()
+    assert written == saved

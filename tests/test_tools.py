@@ -128,6 +128,38 @@ def test_rate_equals_the_engines_similarity(tmp_path, capsys):
     assert "  1: a cat made of salami" in table and f"{rated[str(png)][0]:.2f}" in table
 
 
+def test_rate_takes_the_original_flags_and_leaves_out_unreadable_images(tmp_path, capsys):
+    gray, dark = tmp_path / "gray.png", tmp_path / "dark.png"
+    Image.new("RGB", (20, 12), (128, 128, 128)).save(gray)
+    Image.new("RGB", (12, 20), (20, 30, 40)).save(dark)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    (tmp_path / "texts.txt").write_text("a cat\n\na dog\n")
+    (tmp_path / "refs.txt").write_text("dark.png\nmissing.png\n")
+    out = tmp_path / "rate.csv"
+    # rate.py -tf FILE -if FILE -d DEVICE -m MODEL -s N -c, with an unreadable and a missing image
+    assert rate.main([str(gray), str(broken), str(dark), str(tmp_path / "missing.png"), "-tf",
+                      str(tmp_path / "texts.txt"), "-if", str(tmp_path / "refs.txt"), "-d", "cpu", "-m",
+                      "random:tiny", "-s", "-3", "-c", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: left out {broken}: " in err and f"warning: left out {tmp_path / 'missing.png'}" in err
+    assert err.count("warning:") == 3  # the missing reference too
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["image", "a cat", "a dog", str(dark)]
+    assert [r[0] for r in rows[1:]] == [str(dark), str(gray)]  # -s -3: by the third column, descending
+    assert float(rows[1][3]) == pytest.approx(100.0, abs=1e-3)  # the image is its own reference
+    critic = load_critic("random:tiny", "cpu")
+    values, images, labels = rate.rate(critic, [str(dark), str(gray)], ["a cat", "a dog"], [str(dark)])
+    assert [[float(v) for v in r[1:]] for r in rows[1:]] == values.tolist()  # full precision, not rounded
+    assert list((tmp_path / "cache" / "features").rglob("*.pt"))  # -c caches the features
+
+    capsys.readouterr()
+    assert rate.main([str(gray), "-t", "a cat", "-m", "random:tiny", "-c", "false"]) == 0
+    assert "  1: a cat" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="none of the images could be read"):
+        rate.main([str(broken), "-t", "a cat", "-m", "random:tiny"])
+
+
 def test_rate_needs_something_to_compare_with(tmp_path):
     with pytest.raises(ConfigError, match="nothing to rate against"):
         rate.main([str(tmp_path / "a.png"), "--model", "random:tiny"])
@@ -214,6 +246,36 @@ def test_rank_resumes_after_being_killed(tmp_path):
         Image.open(out / name).verify()
 
 
+def count_renders(monkeypatch) -> list:
+    rendered, render = [], workers.render_job
+    monkeypatch.setattr(workers, "render_job", lambda job: rendered.append(job["name"]) or render(job))
+    return rendered
+
+
+def test_rank_renders_again_exactly_what_changed(tmp_path, monkeypatch):
+    rendered = count_renders(monkeypatch)
+    init = tmp_path / "init.png"
+    Image.new("RGB", (8, 8), (100, 50, 0)).save(init)
+    config = write(tmp_path / "penguin.yaml", RANK_CONFIG.replace("init: {resolution: 4}", f"init: {{image: {init}}}"))
+
+    def runs(*extra):
+        rendered.clear()
+        assert rank.main([config, "--epochs", "1", "--final-epochs", "0", "-o", f"{tmp_path / 'rank'}/", "-q",
+                          *extra]) == 0
+        return sorted(int(name[-4:]) for name in rendered)
+    assert runs("--runs", "3") == [0, 1, 2]
+    assert runs("--runs", "5") == [3, 4]  # more runs: only the new ones
+    assert runs("--runs", "5", "--device", "cpu") == []  # the device does not change the image
+    assert runs("--runs", "2", "--set", "targets[0].batch_size=1") == [0, 1]  # --set changes the experiment
+    assert runs("--runs", "2", "--set", "targets[0].batch_size=1") == []
+    assert runs("--runs", "2") == [0, 1]  # back to the file's experiment, whose records were replaced
+    write(tmp_path / "penguin.yaml", Path(config).read_text().replace("piano", "harp"))
+    assert runs("--runs", "2") == [0, 1]  # a changed file
+    Image.new("RGB", (8, 8), (0, 50, 100)).save(init)
+    assert runs("--runs", "2") == [0, 1]  # a changed image that the experiment reads
+    assert runs("--runs", "2", "--model", "random:tiny") == []  # the file's model already
+
+
 # ---------------------------------------------------------------- batch
 
 def test_placeholders_and_grid_values(tmp_path):
@@ -287,6 +349,20 @@ def test_gallery_navigation_in_chromium(gallery):
         loaded = page.evaluate("[...document.querySelectorAll('td.cell img')].every(i => i.naturalWidth > 0)")
         assert loaded
         browser.close()
+
+
+def test_batch_renders_only_new_or_changed_cells(tmp_path, monkeypatch):
+    rendered = count_renders(monkeypatch)
+    args = batch_args(tmp_path, tmp_path / "out")
+    assert batch.main([*args, "-q"]) == 0
+    assert len(rendered) == 12
+    rendered.clear()
+    assert batch.main([*args[:5], "thing=" + ",".join([*THINGS, "harp"]), *args[6:], "-q"]) == 0
+    assert sorted(rendered) == sorted(f"method-{m}/{a}_harp" for m in (1, 2) for a in ANIMALS)
+    rendered.clear()
+    write(tmp_path / "method-2.yaml", METHOD_2.replace("bwnoise: 1/5*ti", "bwnoise: 1/6*ti"))
+    assert batch.main([*args, "-q"]) == 0
+    assert sorted(rendered) == sorted(f"method-2/{a}_{t.replace(' ', '-')}" for a in ANIMALS for t in THINGS)
 
 
 def test_a_failed_run_is_retried_once_and_never_stops_the_others(tmp_path, monkeypatch, capsys):

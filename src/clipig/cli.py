@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import threads
@@ -12,11 +15,18 @@ from . import threads
 COMMANDS = ("render", "models", "docs", "gui", "rate", "rank", "batch", "bench")
 
 
+USAGE = """clipig [render] FILE.yaml [FILE.yaml ...] [options]    (FILE '-' reads standard input)
+       clipig {models,docs,gui,rate,rank,batch,bench} ...      (clipig COMMAND --help for each)"""
+
+
 def render_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clipig render", description=(
+    p = argparse.ArgumentParser(prog="clipig", usage=USAGE, description=(
         "Render YAML experiments to an image. Several files merge in order (lists such as targets append); "
-        "--set overrides apply last."))
-    p.add_argument("files", nargs="+", metavar="FILE.yaml", help="experiment files, merged in order")
+        "the options apply last. The original CLIPig's options (clipig.py) are accepted too."), epilog=(
+        "other commands: models (list CLIP models), docs (write the reference), gui (live editor), rate (CLIP "
+        "similarity of images), rank (many seeds, keep the best), batch (prompt grids), bench (speed)"))
+    p.add_argument("files", nargs="+", metavar="FILE.yaml", help="experiment files, merged in order; '-' reads "
+                   "one from standard input")
     add_config_options(p)
     return p
 
@@ -26,26 +36,58 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a parameter, e.g. --set targets[0].batch_size=4 (repeatable)")
     p.add_argument("--model", help="shorthand for --set model=M")
-    p.add_argument("--device", help="shorthand for --set device=D")
-    p.add_argument("--epochs", help="shorthand for --set epochs=N")
+    p.add_argument("-d", "--device", help="shorthand for --set device=D")
+    p.add_argument("-e", "--epochs", help="shorthand for --set epochs=N")
+    p.add_argument("-r", "--resolution", metavar="W [H]", help="shorthand for --set resolution=W,H")
+    p.add_argument("-lr", "--learnrate", help="shorthand for --set learnrate=L")
+    p.add_argument("-opt", "--optimizer", help="shorthand for --set optimizer=NAME")
+    p.add_argument("-s", "--snapshot-interval", type=float, metavar="SECONDS",
+                   help="shorthand for --set snapshot_interval=SECONDS (always seconds; 0 disables)")
     p.add_argument("--seed", help="shorthand for --set seed=S")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="render N images, named like runs of their own (x.png, x-1.png, ...); with a seed, run i "
+                        "uses seed + i")
     threads.add_option(p)
     verbosity = p.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="progress and statistics (verbose: 2)")
+    verbosity.add_argument("-v", "--verbose", type=int, metavar="N", help=(
+        "-v: progress and statistics (verbose: 2); -v N: verbose N (0 silent, 1 progress bar, 2 statistics)"))
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no output (verbose: 0)")
+
+
+SHORTHANDS = ("output", "model", "device", "epochs", "resolution", "learnrate", "optimizer", "snapshot_interval",
+              "seed", "verbose")
 
 
 def overrides_of(args) -> list[str]:
     """All overrides: --set first, then the shorthand flags (they win)."""
     result = list(args.overrides)
-    for name in ("output", "model", "device", "epochs", "seed"):
+    for name in SHORTHANDS:
         value = getattr(args, name, None)
         if value is not None:
-            result.append(f"{name}={_yaml_scalar(value)}")
-    if getattr(args, "verbose", False):
-        result.append("verbose=2")
+            result.append(f"{name}={value!r}" if isinstance(value, (int, float)) else f"{name}={_yaml_scalar(value)}")
     if getattr(args, "quiet", False):
         result.append("verbose=0")
+    return result
+
+
+def original_argv(argv: list[str]) -> list[str]:
+    """The original's option forms as ours: `-r W H` (one or two numbers) -> `--resolution=W H`; `-v` without
+    a number -> `--verbose=2`, so that `clipig -v a.yaml` and `-r 64 a.yaml` leave the files alone."""
+    result, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return result + argv[i:]
+        if token in ("-r", "--resolution"):
+            numbers = list(itertools.takewhile(str.isdigit, argv[i + 1:i + 3]))
+            if numbers:
+                result.append(f"--resolution={' '.join(numbers)}")
+                i += 1 + len(numbers)
+                continue
+        if token in ("-v", "--verbose") and not re.fullmatch(r"-?\d+", argv[i + 1] if i + 1 < len(argv) else ""):
+            token = "--verbose=2"
+        result.append(token)
+        i += 1
     return result
 
 
@@ -89,25 +131,35 @@ class Progress:
 
 
 def render(argv: list[str]) -> int:
-    args = render_parser().parse_args(argv)
-    from .config.loader import load
+    args = render_parser().parse_intermixed_args(original_argv(argv))
+    from .config.errors import ConfigError
+    from .config.loader import STDIN, load_data
+    from .config.schema import validate
     from .critic import load_critic, resolve_device
     from .engine import Engine
     from .output import OutputWriter, output_path
 
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
     threads.configure(args.threads)
-    config = load(args.files, overrides=overrides_of(args))
-    wanted = output_path(config.output(), args.files[-1])
+    data = load_data(args.files, overrides=overrides_of(args))
+    config = validate(data)
+    wanted = output_path(config.output(), "output" if args.files[-1] == STDIN else args.files[-1])
     critic = load_critic(config.model(), resolve_device(config.device()))
-    writer = OutputWriter(config, wanted)
-    engine = Engine(config, critic=critic, listeners=[Progress(config.verbose()), writer])
-    try:
-        engine.run()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted at epoch {engine.epoch}; saved {writer.path}", file=sys.stderr)
-        return 130
-    if config.verbose() >= 1:
-        print(f"saved {writer.path}", file=sys.stderr)
+    seed = config.seed() if config.seed is not None else None
+    for i in range(args.repeat):
+        if i and seed is not None:
+            data["seed"] = seed + i
+            config = validate(data)
+        writer = OutputWriter(config, wanted)
+        engine = Engine(config, critic=critic, listeners=[Progress(config.verbose()), writer])
+        try:
+            engine.run()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at epoch {engine.epoch}; saved {writer.path}", file=sys.stderr)
+            return 130
+        if config.verbose() >= 1:
+            print(f"saved {writer.path}", file=sys.stderr)
     return 0
 
 
@@ -132,7 +184,11 @@ def docs(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        render_parser().print_help()
+        return 2
     from .config.errors import ConfigError
+    warnings.showwarning = _show_warning
     from .config.expressions import ExpressionError
     from .critic import ImageError, ModelError
     command = argv[0] if argv and argv[0] in COMMANDS else "render"
@@ -153,26 +209,46 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+    except (MemoryError, RuntimeError, OverflowError, TypeError, ValueError) as e:
+        message = _resource_error(e)
+        if message is None:
             raise
-        print(f"error: out of memory ({_allocation(e)}). Lower `resolution`, `batch_size` or the sizes in the "
-              "transforms (resize, pad, rnoise resolution), or use a smaller model.", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 
-def _out_of_memory(error: BaseException) -> bool:
+def _show_warning(message, category, *rest, _python=warnings.showwarning) -> None:
+    """Warnings about the configuration as one line `warning: file:line: path: ...`; others as Python shows them."""
+    from .config.errors import ConfigWarning
+    if issubclass(category, ConfigWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _python(message, category, *rest)
+
+
+SIZES = ("Lower `resolution`, `batch_size` or the sizes in the transforms (resize, pad, repeat, rnoise "
+         "resolution), or use a smaller model.")
+
+
+def _resource_error(error: BaseException) -> str | None:
+    """The message for torch running out of memory or of number range during the run; None for other errors."""
     import torch
-    text = str(error).lower()
-    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
-            or "can't allocate memory" in text or "out of memory" in text)
-
-
-def _allocation(error: BaseException) -> str:
-    """'tried to allocate 120.0 GB' from torch's message, when it says so."""
-    import re
-    match = re.search(r"allocate (\d+) bytes", str(error))
-    return f"tried to allocate {int(match.group(1)) / 1e9:.1f} GB" if match else type(error).__name__
+    text = " ".join(str(error).split())
+    lower = text.lower()
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in lower \
+            or "out of memory" in lower:
+        match = re.search(r"allocate (\d+) bytes", text)
+        size = f"tried to allocate {int(match.group(1)) / 1e9:.1f} GB" if match else type(error).__name__
+        return f"out of memory ({size}). {SIZES}"
+    if any(s in lower for s in ("storage size calculation overflowed", "integer multiplication overflow",
+                                "overflow when unpacking long long", "int too big to convert",
+                                "cannot be represented as a symint")):
+        sizes = re.search(r"sizes=(\[[\d, ]+\])", text)
+        return f"sizes too large for any memory ({f'a tensor of {sizes.group(1)}' if sizes else text[:120]}). {SIZES}"
+    if "without overflow" in lower:  # a python number too large for a float32 tensor
+        return (f"a number grew too large for the float32 image arithmetic ({text[:200]}); check the factors of "
+                "the run, e.g. learnrate * learnrate_scale.")
+    return None
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ def reserve(path: Path) -> Path:
     name that already ends in a number counts on (`name-1.png` -> `name-2.png`). Creation is exclusive, so
     parallel runs never pick the same file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    stem, n = path.stem, 0
-    numbered = re.fullmatch(r"(.*\D)-(\d+)", stem)  # `zz-1.png` taken: `zz-2.png`, not `zz-1-1.png`
-    if numbered and os.path.exists(path):
-        stem, n = numbered.group(1), int(numbered.group(2))
+    stem, n, numbered = path.stem, 0, re.fullmatch(r"(.*\D)-(\d+)", path.stem)
+    if numbered and os.path.exists(path):  # `zz-1.png` taken: `zz-2.png`, not `zz-1-1.png`; `zz-0` -> `zz-1`
+        stem, n = numbered.group(1), int(numbered.group(2)) + 1
     while True:
         candidate = path.with_name(f"{stem}{'-' + str(n) if n else ''}{path.suffix}")
         try:

@@ -1,4 +1,6 @@
-"""The one error type for user mistakes in a configuration."""
+"""The one error type for user mistakes in a configuration, and the warning for what is left out."""
+
+import warnings
 
 
 class ConfigError(ValueError):
@@ -24,3 +26,11 @@ class ConfigError(ValueError):
             self.file, self.line = file, line
             self.args = (str(self),)
         return self
+
+
+class ConfigWarning(UserWarning):
+    """Something in the configuration that is accepted but probably not meant (shown as `warning: ...`)."""
+
+
+def warn(message: str, path: str = "", file: str | None = None, line: int | None = None) -> None:
+    warnings.warn(str(ConfigError(message, path, file, line)), ConfigWarning, stacklevel=3)

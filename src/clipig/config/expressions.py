@@ -10,10 +10,16 @@ subset of Python expressions:
 - operators: unary ``+ - not``, binary ``+ - * / // % **``, comparisons
   (also chained, ``in``, ``is``), ``and``, ``or``, ``a if cond else b``
 - subscripts ``x[i]`` and slices ``x[a:b:c]`` of lists, tuples, dicts, strings
-- calls of the functions in :data:`FUNCTIONS` (all of :mod:`math` plus
-  ``pow abs min max int float round bool len sum clamp mix`` and the seeded
-  random functions ``random uniform gauss randint``), of function variables
-  such as ``ts(a, b)``, and the one method ``<dict>.get(key[, default])``
+- calls of the functions in :data:`FUNCTIONS`: all of :mod:`math` plus
+  ``pow abs min max int float round bool len sum clamp mix``, and the
+  functions of :mod:`random` (``random uniform randint randrange choice
+  gauss triangular ...``, :data:`RANDOM_FUNCTIONS`), which draw from the
+  run's seeded generator; by bare name like the original CLIPig
+  (``sin(t)``, ``uniform(-1, 1)``) or qualified (``math.sin(t)``,
+  ``random.uniform(-1, 1)``: a qualified name is resolved when the
+  expression is compiled, it is not attribute access on a module object);
+  function variables such as ``ts(a, b)``; and the one method
+  ``<dict>.get(key[, default])``
 - names: the variables of the current context (:data:`VARIABLE_GROUPS`) and
   the math constants ``pi e tau inf nan`` (:data:`CONSTANTS`, reserved).
 
@@ -179,8 +185,6 @@ _FUNCTIONS.update(
     prod=_prod, lcm=_lcm, pow=_pow, abs=abs, min=min, max=max, int=int,
     float=float, round=_round, bool=bool, len=len, sum=_sum, clamp=clamp, mix=mix,
 )
-# methods of the random.Random passed to Expression.evaluate
-_RNG_FUNCTIONS = frozenset({"random", "uniform", "gauss", "randint"})
 FUNCTIONS: dict[str, str] = {n: _math_doc(n) for n in _FUNCTIONS if n in _MATH and n != "pow"}
 FUNCTIONS.update({
     "pow": "pow(x, y[, mod]): x ** y (modulo mod)",
@@ -191,11 +195,32 @@ FUNCTIONS.update({
     "len": "length of a list, tuple, dict or string", "sum": "sum(numbers[, start])",
     "clamp": "clamp(x, lo, hi): x limited to the range [lo, hi]",
     "mix": "mix(a, b, f): linear mix a + (b - a) * f, a at f=0, b at f=1",
-    "random": "random(): seeded random float in [0, 1)",
-    "uniform": "uniform(a, b): seeded random float between a and b",
-    "gauss": "gauss(mean, std): seeded normally distributed random float",
-    "randint": "randint(a, b): seeded random integer with a <= n <= b",
 })
+# the functions of Python's `random` module (those that return a value and leave the generator's seed alone),
+# run as methods of the random.Random passed to Expression.evaluate: the run's generator, seeded by `seed`
+RANDOM_FUNCTIONS: dict[str, str] = {
+    "random": "random(): float in [0, 1)",
+    "uniform": "uniform(a, b): float between a and b",
+    "randint": "randint(a, b): integer with a <= n <= b",
+    "randrange": "randrange([start,] stop[, step]): integer from range(start, stop, step)",
+    "choice": "choice(sequence): one element of a list, tuple or string",
+    "choices": "choices(population[, weights]): a list with one element, drawn by the weights",
+    "sample": "sample(population, k): k different elements",
+    "getrandbits": f"getrandbits(k): integer of k random bits (k <= {MAX_RESULT_BITS})",
+    "triangular": "triangular(low, high[, mode]): float from the triangular distribution",
+    "gauss": "gauss(mean, std): normally distributed float",
+    "normalvariate": "normalvariate(mean, std): normally distributed float",
+    "lognormvariate": "lognormvariate(mean, std): float whose logarithm is normally distributed",
+    "expovariate": "expovariate(lambd): exponentially distributed float with mean 1/lambd",
+    "gammavariate": "gammavariate(alpha, beta): gamma distribution",
+    "betavariate": "betavariate(alpha, beta): beta distribution, between 0 and 1",
+    "paretovariate": "paretovariate(alpha): Pareto distribution",
+    "weibullvariate": "weibullvariate(alpha, beta): Weibull distribution",
+    "vonmisesvariate": "vonmisesvariate(mu, kappa): angle from the von Mises distribution",
+}
+_RNG_FUNCTIONS = frozenset(RANDOM_FUNCTIONS)
+# qualified names: `math.sin` is `sin`, `random.uniform` is `uniform`
+_MODULES = {"math": frozenset(_MATH), "random": _RNG_FUNCTIONS}
 _DEFAULT_RNG = random.Random(0)
 
 # --- variables -------------------------------------------------------------
@@ -292,8 +317,24 @@ _FORBIDDEN = {
 }
 
 
-def _validate(node: ast.AST, depth: int, names: set) -> None:
-    """Raise ExpressionError unless ``node`` only uses the allowed language; collect variable names."""
+def _close(word: str, options) -> str:
+    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class _Qualified(ast.NodeTransformer):
+    """`math.sin` -> `sin`, `random.uniform` -> `uniform`: qualified names of the offered modules become the
+    bare names, before validation; any other attribute stays and is refused by `_validate`."""
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if isinstance(node.value, ast.Name) and node.attr in _MODULES.get(node.value.id, ()):
+            return ast.copy_location(ast.Name(id=node.attr, ctx=ast.Load()), node)
+        return self.generic_visit(node)
+
+
+def _validate(node: ast.AST, depth: int, names: set, uses_rng: list) -> None:
+    """Raise ExpressionError unless ``node`` only uses the allowed language; collect variable names and the
+    random functions called."""
     if depth > MAX_DEPTH:
         raise ExpressionError(f"too deeply nested (more than {MAX_DEPTH} levels)")
     kind = type(node)
@@ -309,6 +350,10 @@ def _validate(node: ast.AST, depth: int, names: set) -> None:
         if node.id not in _CONSTANTS:
             names.add(node.id)
     elif kind is ast.Attribute:
+        module = node.value.id if isinstance(node.value, ast.Name) else None
+        if module in _MODULES:
+            raise ExpressionError(f"{module} has no function or constant {node.attr!r}"
+                                  + _close(node.attr, _MODULES[module]))
         raise ExpressionError(f"attribute access is not allowed ('.{node.attr}'); "
                               "the only method is <dict>.get(key[, default])")
     elif kind is ast.Call:
@@ -320,7 +365,9 @@ def _validate(node: ast.AST, depth: int, names: set) -> None:
                 raise ExpressionError(f"names starting with _ are not allowed ({func.id!r})")
             if func.id in CALLABLE_VARIABLES:
                 names.add(func.id)
-            elif func.id not in _FUNCTIONS and func.id not in _RNG_FUNCTIONS:
+            elif func.id in _RNG_FUNCTIONS:
+                uses_rng.append(func.id)
+            elif func.id not in _FUNCTIONS:
                 known = sorted({*_FUNCTIONS, *_RNG_FUNCTIONS})
                 close = difflib.get_close_matches(func.id, known, n=3, cutoff=.75)
                 hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
@@ -330,7 +377,7 @@ def _validate(node: ast.AST, depth: int, names: set) -> None:
                 raise ExpressionError(".get() takes a key and an optional default")
             children.append(func.value)
         else:
-            _validate(func, depth + 1, names)
+            _validate(func, depth + 1, names, uses_rng)
             raise ExpressionError("only functions can be called")
     elif kind in (ast.List, ast.Tuple):
         children = node.elts
@@ -358,15 +405,16 @@ def _validate(node: ast.AST, depth: int, names: set) -> None:
     else:
         raise ExpressionError(_FORBIDDEN.get(kind, f"{kind.__name__} is not allowed"))
     for child in children:
-        _validate(child, depth + 1, names)
+        _validate(child, depth + 1, names, uses_rng)
 
 
 class Expression:
     """A validated expression; evaluate it with :meth:`evaluate`."""
 
-    def __init__(self, source: str, tree: ast.expr, names: frozenset):
+    def __init__(self, source: str, tree: ast.expr, names: frozenset, random: bool = False):
         self.source = source
         self.names: frozenset[str] = names
+        self.random = random  # calls a random function: not a constant even without variables
         self._tree = tree
 
     def __repr__(self):
@@ -465,7 +513,9 @@ class _Evaluator:
                 raise ExpressionError(f".get() needs a dict, not a {type(receiver).__name__}")
             return receiver.get(*args)
         if func.id in _RNG_FUNCTIONS:
-            return getattr(self.rng, func.id)(*args)
+            if func.id == "getrandbits" and args and isinstance(args[0], int) and args[0] > MAX_RESULT_BITS:
+                _too_expensive(f"getrandbits() of more than {MAX_RESULT_BITS} bits")
+            return _check_size(getattr(self.rng, func.id)(*args))
         if func.id in _FUNCTIONS:
             return _check_size(_FUNCTIONS[func.id](*args))
         value = self.Name(func)
@@ -501,8 +551,10 @@ def _compile(source: str) -> Expression:
         raise ExpressionError(f"expression is too complex (more than {MAX_NODES} elements): "
                               f"{_short(stripped)}")
     names: set[str] = set()
+    uses_rng: list[str] = []
+    body = _Qualified().visit(tree).body
     try:
-        _validate(tree.body, 0, names)
+        _validate(body, 0, names, uses_rng)
     except ExpressionError as e:
         raise ExpressionError(f"{e} in expression {_short(stripped)}") from None
-    return Expression(source, tree.body, frozenset(names))
+    return Expression(source, body, frozenset(names), bool(uses_rng))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -65,7 +66,12 @@ def parse_yaml(text: str, file: str = "<config>") -> LocDict:
     return data
 
 
+STDIN = "-"  # the file name that reads the experiment from standard input
+
+
 def read_yaml(path: str | Path) -> LocDict:
+    if str(path) == STDIN:
+        return parse_yaml(sys.stdin.read(), "<stdin>")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

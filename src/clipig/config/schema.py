@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, warn
 from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, end_param, start_param
 from .registry import CONSTRAINTS, PARAMETERIZATIONS, TRANSFORMS, PluginSpec, Registry
 from .values import Param, Value, suggest
@@ -240,7 +240,36 @@ def validate(data: dict) -> Node:
     """Validate merged YAML data (a dict, possibly with `.locs` from the loader) into a Node tree."""
     if not isinstance(data, dict):
         raise ConfigError(f"an experiment must be a mapping of parameters, got {type(data).__name__}")
-    return _section(schema(), data, "")
+    config = _section(schema(), data, "")
+    check_at_start(config)
+    return config
+
+
+def check_at_start(config: Node) -> None:
+    """Evaluate every expression once with the variables at their start values (the first epoch, the
+    initial resolution and learnrate, similarity 0), so that one which cannot work fails now, with its file
+    and line, before a model is loaded. Random functions draw from a generator of their own here."""
+    import random
+
+    from .expressions import learnrate_variables, resolution_variables, similarity_variables, time_variables
+    rng = random.Random(0)
+    variables = {**time_variables(config.start_epoch(), config.epochs()), **similarity_variables(0.0)}
+    variables.update(resolution_variables(*config.resolution(variables, rng)))
+    variables.update(learnrate_variables(config.learnrate(variables, rng), config.learnrate_scale(variables, rng)))
+    for value in _values(config):
+        if not value.is_constant:
+            value(variables, rng)
+
+
+def _values(node) -> Iterator[Value]:
+    if isinstance(node, Value):
+        yield node
+    elif isinstance(node, PluginEntry):
+        yield from _values(node.params)
+        yield from _values(node.entry)
+    elif isinstance(node, (dict, list)):
+        for item in node.values() if isinstance(node, dict) else node:
+            yield from _values(item)
 
 
 def _loc(container, key):
@@ -304,33 +333,43 @@ def _field(spec, raw, path):
     if not isinstance(raw, list):
         raise ConfigError(f"expected a list (entries starting with '-'), got {raw!r}", path)
     if isinstance(spec, ListOf):
-        return [_located(lambda: _section(spec.item, item, _child(path, i)), raw, i) for i, item in enumerate(raw)]
-    return [_located(lambda: _plugin_entry(spec, item, _child(path, i)), raw, i) for i, item in enumerate(raw)]
+        return [_located(lambda: _section(spec.item, item, _child(path, i)), raw, i)
+                for i, item in enumerate(raw) if item is not None]
+    return [entry for i, item in enumerate(raw) if item is not None
+            for entry in _located(lambda: _plugin_entries(spec, item, _child(path, i)), raw, i)]
 
 
-def _plugin_entry(plugins: Plugins, data, path: str) -> PluginEntry:
+def _plugin_entries(plugins: Plugins, data, path: str) -> list[PluginEntry]:
+    """The plugins of one list entry, in the order written: `- {random_shift: .1, random_rotate: 10}` holds two.
+    They share the entry's fields (`active`, `start`, `end`) and its path (`transforms[2].random_rotate.degree`
+    counts list entries as written). A plugin without a value (`- noise:`) is skipped with a warning."""
     registry = plugins.registry
     allowed = [n for n, s in registry.items() if s.keeps_resolution or not plugins.postproc]
     if not isinstance(data, dict):
         raise ConfigError(f"expected an entry like '- {allowed[0]}: ...', got {data!r}; "
                           f"available: {', '.join(allowed)}", path)
     names = [k for k in data if k not in plugins.extra]
-    if len(names) != 1:
-        what = f"got {', '.join(map(str, names))}" if names else "got none"
-        raise ConfigError(f"each entry needs exactly one {registry.kind} name ({what}); "
-                          f"available: {', '.join(allowed)}", path).located(*getattr(data, "loc", (None, None)))
-    name = names[0]
-    if name not in registry:
-        raise ConfigError(f"unknown {registry.kind} {name!r}" + suggest(str(name), allowed)
-                          + f"; available: {', '.join(allowed)}", _child(path, name)).located(*_loc(data, name))
-    spec = registry[name]
-    if plugins.postproc and not spec.keeps_resolution:
-        raise ConfigError(f"{name!r} changes the resolution, so it cannot be used for post-processing; "
-                          f"available: {', '.join(allowed)}", _child(path, name)).located(*_loc(data, name))
-    params = _located(lambda: parse_plugin_params(spec, data[name], _child(path, name)), data, name)
+    if not names:
+        raise ConfigError(f"each entry needs a {registry.kind} name; available: {', '.join(allowed)}", path
+                          ).located(*getattr(data, "loc", (None, None)))
+    for name in names:
+        if name not in registry:
+            raise ConfigError(f"unknown {registry.kind} {name!r}" + suggest(str(name), allowed)
+                              + f"; available: {', '.join(allowed)}", _child(path, name)).located(*_loc(data, name))
+        if plugins.postproc and not registry[name].keeps_resolution:
+            raise ConfigError(f"{name!r} changes the resolution, so it cannot be used for post-processing; "
+                              f"available: {', '.join(allowed)}", _child(path, name)).located(*_loc(data, name))
     entry = Node(path, {k: _located(lambda: _field(p, data.get(k), _child(path, k)), data, k)
                         for k, p in plugins.extra.items()})
-    return PluginEntry(spec, params, entry, path)
+    result = []
+    for name in names:
+        if data[name] is None:
+            hint = "" if registry[name].direct else f" (write '{name}: {{}}' for its defaults)"
+            warn(f"{name} has no value, so it is left out{hint}", _child(path, name), *_loc(data, name))
+            continue
+        params = _located(lambda: parse_plugin_params(registry[name], data[name], _child(path, name)), data, name)
+        result.append(PluginEntry(registry[name], params, entry, path))
+    return result
 
 
 def _chosen(one_of: OneOf, raw, path: str) -> Chosen:
@@ -348,8 +387,6 @@ def parse_plugin_params(spec: PluginSpec, raw, path: str) -> Node:
     """Parameters of one plugin entry; a non-mapping value is a shorthand (see the docs)."""
     if spec.direct:
         (name, param), = spec.params.items()
-        if raw is None and param.default is None:
-            raise ConfigError(f"needs a value ({param.type_text()})", path)
         return Node(path, {name: _field(param, raw, path)})
     if raw is None or isinstance(raw, dict):
         return _plugin_mapping(spec, raw or {}, path)

@@ -19,7 +19,6 @@ from .errors import ConfigError
 from .expressions import VARIABLE_GROUPS, Expression, ExpressionError, compile_expression
 from .timing import parse_time
 
-RANDOM_FUNCTIONS = ("random", "uniform", "gauss", "randint")
 TYPE_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "time": "int, float",
               "number": "int, float", "list": "list"}
 
@@ -95,7 +94,7 @@ class Param:
             raise ConfigError(f"{expected} ({e})", path) from None
         self._check_names(expr, path)
         value = Value(self, text, path, [expr])
-        if not expr.names:
+        if not expr.names and not expr.random:
             value.constant = value.evaluate({})
         return value
 
@@ -139,6 +138,8 @@ class Param:
                 parts.extend(split_items(item) if isinstance(item, str) else [item])
             return [self._item(p, path) for p in parts]
         parts = split_items(str(raw))
+        if not parts:
+            raise ConfigError(f"expected {self.type_text()}, got an empty text", path)
         if not self.lengths and len(parts) > 1:
             raise ConfigError(f"expected a single {self.type}, got {len(parts)} values: {raw!r}", path)
         return [self._item(p, path) for p in parts]
@@ -154,7 +155,7 @@ class Param:
         except ExpressionError as e:
             raise ConfigError(f"invalid expression {item!r}: {e}", path) from None
         self._check_names(expr, path)
-        if not expr.names and not any(f in expr.source for f in RANDOM_FUNCTIONS):
+        if not expr.names and not expr.random:
             try:
                 return expr.evaluate({})  # constant: fold it now, so a mistake shows at load time
             except ExpressionError as e:
@@ -240,7 +241,7 @@ class Value:
                     raise ConfigError(f"expression {item.source!r} failed{epoch}: {e}", self.path) from None
             if self.param.type in ("int", "float") and isinstance(item, float) and not math.isfinite(item):
                 raise ConfigError(f"expression gave {item}, which is not a finite number", self.path)
-            results.append(self.param.cast(item, self.path))
+            results.append(_in_range(self.param.cast(item, self.path), self.path))
         result = results if self.param.lengths else results[0]
         return self._checked(result, variables)
 
@@ -253,6 +254,20 @@ class Value:
 
     def __repr__(self) -> str:
         return f"Value({self.path}={self.raw!r})"
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_MAX = 2 ** 63 - 1
+
+
+def _in_range(value: Any, path: str) -> Any:
+    """Numbers that torch can take: ints within 64 bits, floats within the float32 range of the pixels."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+        raise ConfigError(f"{value:.3g} is too large (at most {INT64_MAX}, a 64-bit integer)", path)
+    if isinstance(value, float) and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"{value:.3g} is too large (at most {FLOAT32_MAX:.3g}: the image arithmetic is float32)",
+                          path)
+    return value
 
 
 def split_items(text: str) -> list[str]:

@@ -51,8 +51,8 @@ def main(argv: list[str]) -> int:
     validate(data)
     root = Path(args.output or f"{Path(args.files[-1]).stem}-rank/")
     first_seed = config.seed() if config.seed is not None else 0
-    width = max(4, len(str(args.runs - 1)))
-    jobs = [{"name": f"runs/run-{i:0{width}d}", "data": {**data, "seed": first_seed + i},
+    # a run's name never depends on --runs, so that more runs find the finished ones
+    jobs = [{"name": f"runs/run-{i:04d}", "data": {**data, "seed": first_seed + i},
              "stop_at": short if final else None, "meta": {"run": i}} for i in range(args.runs)]
     records, failed = workers.run_jobs(root, jobs, args)
     ranked = sorted(records.values(), key=lambda r: (-r["sim"], r["run"]))
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     for record in ranked[:keep]:
         init = {k: v for k, v in (data.get("init") or {}).items() if k not in ("image", "resolution")}
         init["image_tensor"] = load_image(str(root / record["file"])).tolist()
-        finals.append({"name": f"final/run-{record['run']:0{width}d}",
+        finals.append({"name": f"final/run-{record['run']:04d}",
                        "meta": {"run": record["run"], "from": record["key"]},
                        "data": {**data, "seed": record["seed"], "start_epoch": short, "init": init}})
     final_records, final_failed = workers.run_jobs(root, finals, args, "final runs") if finals else ({}, [])

@@ -20,21 +20,45 @@ import torch
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipig rate", description=(
-        "Rate images by their CLIP similarity (cosine * 100) to texts and reference images."))
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="images to rate (paths or URLs)")
+        "Rate images by their CLIP similarity (cosine * 100) to texts and reference images. The original "
+        "CLIPig's rate.py options (-tf -if -d -m -s -c) are accepted too."))
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="images to rate (paths or URLs); one that cannot "
+                   "be read is left out with a warning")
     p.add_argument("-t", "--text", nargs="+", action="extend", default=[], metavar="TEXT", help="texts")
     p.add_argument("-i", "--image", nargs="+", action="extend", default=[], dest="references", metavar="IMAGE",
                    help="reference images")
-    p.add_argument("--text-file", action="append", default=[], metavar="F", help="file with one text per line")
-    p.add_argument("--image-file", action="append", default=[], metavar="F",
+    p.add_argument("-tf", "--text-file", action="append", default=[], metavar="F", help="file with one text per "
+                   "line")
+    p.add_argument("-if", "--image-file", action="append", default=[], metavar="F",
                    help="file with one reference image per line (relative paths from the file's folder)")
-    p.add_argument("--model", default="ViT-B/32", help="CLIP model (default: ViT-B/32, see `clipig models`)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--sort", type=int, metavar="N", help="sort by column N (1 = first); negative: descending")
-    p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the table as CSV")
-    p.add_argument("--cache", action="store_true",
+    p.add_argument("-m", "--model", default="ViT-B/32", help="CLIP model (default: ViT-B/32, see `clipig models`)")
+    p.add_argument("-d", "--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("-s", "--sort", type=int, metavar="N", help="sort by column N (1 = first); negative: "
+                   "descending")
+    p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the table as CSV (full precision)")
+    p.add_argument("-c", "--cache", action="store_true",
                    help="keep image features in the user cache, keyed by file content and model")
     return p
+
+
+def _cache_value(argv: list[str]) -> list[str]:
+    """The original's `-c VALUE` form: `-c true`/`-c 0`/... sets the flag instead of naming an image."""
+    result, skip = [], False
+    for i, token in enumerate(argv):
+        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
+        if skip:
+            skip = False
+        elif token in ("-c", "--cache") and following in BOOL_WORDS:
+            skip = True
+            if BOOL_WORDS[following]:
+                result.append(token)
+        else:
+            result.append(token)
+    return result
+
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+              "off": False}
 
 
 def lines(path: str) -> list[str]:
@@ -60,37 +84,48 @@ def _cache_file(critic, path: str, how: str) -> Path:
 
 
 @torch.no_grad()
-def image_features(critic, paths: list[str], reference: bool = False, cache: bool = False) -> torch.Tensor:
-    """[N, D] features of image files: as the engine sees pixels, or (`reference`) as a target image feature."""
-    from ..critic import ImageError, load_image
-    from ..output import atomic_write
-    rows = []
+def image_features(critic, paths: list[str], reference: bool = False, cache: bool = False
+                   ) -> tuple[torch.Tensor, list[str]]:
+    """[N, D] features of the image files that could be read, and their paths: as the engine sees pixels, or
+    (`reference`) as a target image feature. An unreadable file is left out with a warning."""
+    from ..critic import ImageError
+    rows, kept = [], []
     for path in paths:
-        file = None
-        if cache and not path.lower().startswith(("http://", "https://")):
-            if not Path(path).is_file():
-                raise ImageError(f"Image not found: {path}")
-            file = _cache_file(critic, path, "reference" if reference else "pixels")
-            if file.is_file():
-                rows.append(torch.load(file, map_location=critic.device, weights_only=True))
-                continue
-        if reference:
-            feature = critic.encode_image_files([path])[0]
-        else:
-            feature = critic.encode_image(load_image(path)[None].to(critic.device))[0]
-        if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(file, lambda f, v=feature.cpu(): torch.save(v, f))
-        rows.append(feature)
-    return torch.stack(rows) if rows else torch.empty(0, critic.embed_dim, device=critic.device)
+        try:
+            rows.append(_features(critic, path, reference, cache))
+            kept.append(path)
+        except (ImageError, OSError) as e:
+            print(f"warning: left out {path}: {e.strerror if isinstance(e, OSError) and e.strerror else e}",
+                  file=sys.stderr)
+    return (torch.stack(rows) if rows else torch.empty(0, critic.embed_dim, device=critic.device)), kept
+
+
+def _features(critic, path: str, reference: bool, cache: bool) -> torch.Tensor:
+    from ..critic import load_image
+    from ..output import atomic_write
+    file = None
+    if cache and not path.lower().startswith(("http://", "https://")):
+        file = _cache_file(critic, path, "reference" if reference else "pixels")
+        if file.is_file():
+            return torch.load(file, map_location=critic.device, weights_only=True)
+    if reference:
+        feature = critic.encode_image_files([path])[0]
+    else:
+        feature = critic.encode_image(load_image(path)[None].to(critic.device))[0]
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(file, lambda f, v=feature.cpu(): torch.save(v, f))
+    return feature
 
 
 def rate(critic, images: list[str], texts: list[str] = (), references: list[str] = (),
-         cache: bool = False) -> torch.Tensor:
-    """[images, texts + references] similarities (cosine * 100)."""
-    targets = torch.cat([critic.encode_text(list(texts)),
-                         image_features(critic, list(references), reference=True, cache=cache)])
-    return critic.similarity(image_features(critic, images, cache=cache), targets).cpu()
+         cache: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:
+    """[images, texts + references] similarities (cosine * 100), the images and the column labels (the
+    texts and the references that could be read)."""
+    compare, references = image_features(critic, list(references), reference=True, cache=cache)
+    features, images = image_features(critic, images, cache=cache)
+    targets = torch.cat([critic.encode_text(list(texts)), compare])
+    return critic.similarity(features, targets).cpu(), images, list(texts) + references
 
 
 def table(images: list[str], labels: list[str], values: list[list[float]]) -> str:
@@ -102,7 +137,7 @@ def table(images: list[str], labels: list[str], values: list[list[float]]) -> st
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_cache_value(argv))
     from ..config.errors import ConfigError
     from ..critic import load_critic
     texts = args.text + [t for f in args.text_file for t in lines(f)]
@@ -110,12 +145,14 @@ def main(argv: list[str]) -> int:
                                      else r for f in args.image_file for r in lines(f)]
     if not texts and not references:
         raise ConfigError("nothing to rate against: give texts (-t, --text-file) or images (-i, --image-file)")
-    labels = texts + references
+    critic = load_critic(args.model, args.device)
+    values, images, labels = rate(critic, args.images, texts, references, cache=args.cache)
+    if not images or not labels:
+        raise ConfigError("none of the images could be read" if not images else
+                          "nothing to rate against: none of the reference images could be read")
     if args.sort is not None and not 1 <= abs(args.sort) <= len(labels):
         raise ConfigError(f"--sort {args.sort}: there are {len(labels)} columns (1 to {len(labels)})")
-    critic = load_critic(args.model, args.device)
-    values = rate(critic, args.images, texts, references, cache=args.cache).tolist()
-    rows = list(zip(args.images, values))
+    rows = list(zip(images, values.tolist()))
     if args.sort:
         rows.sort(key=lambda r: r[1][abs(args.sort) - 1], reverse=args.sort < 0)
     print(table([r[0] for r in rows], labels, [r[1] for r in rows]))
@@ -123,6 +160,6 @@ def main(argv: list[str]) -> int:
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["image", *labels])
-            writer.writerows([name, *(f"{v:.4f}" for v in row)] for name, row in rows)
+            writer.writerows([name, *map(repr, row)] for name, row in rows)
         print(f"saved {args.output}", file=sys.stderr)
     return 0

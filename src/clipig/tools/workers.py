@@ -56,11 +56,22 @@ def overrides(args) -> list[str]:
 
 
 def job_key(job: dict) -> str:
-    """Fingerprint of what a job renders (the start pixels are left out: they follow from `meta`)."""
+    """Fingerprint of what a job renders: the experiment data and the contents of the image files it reads
+    (the start pixels are left out: they follow from `meta`)."""
     data = {k: v for k, v in job["data"].items() if k not in UNKEYED}
     data["init"] = {k: v for k, v in (data.get("init") or {}).items() if k != "image_tensor"}
-    text = json.dumps([data, job.get("stop_at"), job.get("meta")], sort_keys=True, default=str)
+    images = [data["init"].get("image")] + [f.get("image") for t in data.get("targets") or [] if isinstance(t, dict)
+                                            for f in t.get("features") or [] if isinstance(f, dict)]
+    text = json.dumps([data, job.get("stop_at"), job.get("meta"), [_file_digest(i) for i in images]],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if isinstance(path, str) else None
+    except (OSError, ValueError):
+        return None  # a URL, or a file that is missing (its run fails with a message)
 
 
 # ---------------------------------------------------------------- inside a worker
