@@ -78,3 +78,40 @@ def test_the_registries_are_filled_by_importing_any_part_of_clipig():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"PYTHONPATH": str(SRC)})
     assert result.stdout.strip() == "True True ['fft', 'pixels', 'pyramid']", result.stderr
+
+
+def test_a_parameterization_declared_in_one_place_is_usable_everywhere(tiny):
+    """One declaration gives validation, the run and the docs: nothing else needs to know the new type."""
+    import torch
+
+    from clipig.config.loader import load
+    from clipig.config.registry import PARAMETERIZATIONS
+    from clipig.docs import pages
+    from clipig.engine import Engine
+    from clipig.parameterizations import P, Parameterization, parameterization
+
+    @parameterization("negative", {"gain": P("float", 1.0, doc="How strongly a step changes the image.")})
+    class Negative(Parameterization):
+        """The image is trained as its negative."""
+
+        def allocate(self, width, height):
+            self.negative = self._zeros(3, height, width)
+
+        def signal(self):
+            return 1 - self.negative * self.options["gain"]
+
+        def set_signal(self, signal):
+            self.negative.copy_((1 - signal) / self.options["gain"])
+
+    try:
+        config = load(texts=["parameterization: {type: negative, gain: 2}\nresolution: 16\nepochs: 2\n"
+                             "targets:\n  - features:\n      - text: a\n"], overrides=["verbose=0", "seed=0"])
+        engine = Engine(config, critic=tiny)
+        start = engine.image()
+        engine.run()
+        assert engine.canvas.negative.shape == (3, 16, 16) and not torch.equal(engine.image(), start)
+        assert "`parameterization.negative.gain`" in pages()["reference.md"]
+        assert "**`negative`** (`gain`, `decorrelate`): The image is trained as its negative." in \
+            pages()["parameterizations.md"]
+    finally:
+        del PARAMETERIZATIONS["negative"]

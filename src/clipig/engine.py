@@ -67,7 +67,7 @@ class Engine:
         init_rng = torch.Generator().manual_seed(self.seed)
         image = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
         self.canvas = create(config.parameterization, variables, image, self.device)  # what is trained
-        self.reshapes = not (config.resolution.is_constant and config.interpolation.is_constant
+        self.reshapes = not (config.resolution.is_constant  # the canvas may need rebuilding during the run and config.interpolation.is_constant
                              and all(v.is_constant for v in config.parameterization.params.values()))
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())

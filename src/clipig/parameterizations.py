@@ -136,8 +136,8 @@ class Fourier(Parameterization):
     """The image is trained as its Fourier spectrum (real FFT of each colour plane), each frequency
     multiplied by a scale that falls with the frequency (`decay`). A step of the optimizer then changes large
     shapes more than fine detail, as natural images do. The scale is normalised so that `learnrate: 1`
-    moves pixels about as far as with `pixels` (see the module notes); `decay` changes the balance between
-    coarse and fine, not the overall step size."""
+    moves pixels about as far as with `pixels` (a step in a random direction: root mean square);
+    `decay` changes the balance between coarse and fine, not the overall step size."""
 
     def allocate(self, width, height):
         fy = torch.fft.fftfreq(height, device=self.device)[:, None]

@@ -192,7 +192,7 @@ def build_schema() -> Section:
             "most 2% faster than the default path, so it is off by default. Needs a C compiler on the CPU.")),
         "learnrate": Param("float", 1.0, groups=RES_TIME, doc=(
             "The learning rate of the optimizer, scaled per optimizer so that 1.0 means about the same step size "
-            "for each. Available to other expressions as `learnrate`/`lr`.")),
+            "for each, and with every `parameterization`. Available to other expressions as `learnrate`/`lr`.")),
         "learnrate_scale": Param("float", 1.0, groups=RES_TIME, doc=(
             "A factor for the learning rate, handy as an expression like `1. - t`. Available to other "
             "expressions as `learnrate_scale`/`lrs`.")),
@@ -373,13 +373,13 @@ def _plugin_entries(plugins: Plugins, data, path: str) -> list[PluginEntry]:
 
 
 def _chosen(one_of: OneOf, raw, path: str) -> Chosen:
+    """`name`, or a mapping `{type: name, option: value, ...}` (without `type`: the default)."""
     data = {"type": raw} if isinstance(raw, str) else {} if raw is None else raw
     if not isinstance(data, dict):
         raise ConfigError(f"expected a {one_of.registry.kind} name or a mapping with `type`, got {raw!r}; "
                           f"available: {', '.join(one_of.registry)}", path)
-    name = _located(lambda: one_of.type_param().parse(data.get("type", one_of.default), _child(path, "type")),
-                    data, "type")()
-    spec = one_of.registry[name]
+    name = _located(lambda: _field(one_of.type_param(), data.get("type"), _child(path, "type")), data, "type")
+    spec = one_of.registry[name()]
     return Chosen(spec, _plugin_mapping(spec, data, path, skip=("type",)), path)
 
 
