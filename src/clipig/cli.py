@@ -50,9 +50,12 @@ def overrides_of(args) -> list[str]:
 
 
 def _yaml_scalar(text: str) -> str:
-    """Keep strings like `ViT-B/32` or `out/` strings when read back as YAML."""
+    """Keep strings like `ViT-B/32` or `out/` strings when read back as YAML; `[a, b]` stays a YAML list (an
+    ensemble: `--model "[ViT-B/32, RN50]"`)."""
     import json
-    return text if text.lstrip("-").replace(".", "", 1).isdigit() else json.dumps(text)
+    if text.lstrip("-").replace(".", "", 1).isdigit() or text.strip().startswith("["):
+        return text
+    return json.dumps(text)
 
 
 class Progress:
@@ -69,38 +72,36 @@ class Progress:
         from tqdm import tqdm
 
         from .report import statistics_table
-        engine, now = event.engine, time.monotonic()
+        now = time.monotonic()
         if event.kind == "start":
-            self.bar = tqdm(total=engine.epochs, initial=engine.epoch, unit="epoch", file=self.stream,
+            self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", file=self.stream,
                             dynamic_ncols=True, mininterval=0.25)
             self.last_stats = now
         elif event.kind == "epoch" and self.bar is not None:
             self.bar.update(1)
             if now - self.last_bar > 0.25:
-                self.bar.set_postfix(loss=f"{float(event.data['loss']):.4f}", refresh=False)
+                self.bar.set_postfix(loss=f"{float(event.loss):.4f}", refresh=False)
                 self.last_bar = now
             if self.verbose >= 2 and now - self.last_stats >= self.stats_every:
-                self.bar.write(statistics_table(engine.statistics(window=True)), file=self.stream)
+                self.bar.write(statistics_table(event.statistics(window=True)), file=self.stream)
                 self.last_stats = now
         elif event.kind == "end" and self.bar is not None:
             self.bar.close()
             if self.verbose >= 2:
-                print(statistics_table(engine.statistics()), file=self.stream)
+                print(statistics_table(event.statistics()), file=self.stream)
 
 
 def render(argv: list[str]) -> int:
     args = render_parser().parse_args(argv)
     from .config.loader import load
-    from .critic import load_critic, resolve_device
-    from .engine import Engine
+    from .engine import open_run
     from .output import OutputWriter, output_path
 
     threads.configure(args.threads)
     config = load(args.files, overrides=overrides_of(args))
     wanted = output_path(config.output(), args.files[-1])
-    critic = load_critic(config.model(), resolve_device(config.device()))
     writer = OutputWriter(config, wanted)
-    engine = Engine(config, critic=critic, listeners=[Progress(config.verbose()), writer])
+    engine = open_run(config, [Progress(config.verbose()), writer])
     try:
         engine.run()
     except KeyboardInterrupt:
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .config.errors import ConfigError
     from .config.expressions import ExpressionError
-    from .critic import ImageError, ModelError
+    from .images import ImageError
+    from .weights import ModelError
     command = argv[0] if argv and argv[0] in COMMANDS else "render"
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:

@@ -28,7 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--text-file", action="append", default=[], metavar="F", help="file with one text per line")
     p.add_argument("--image-file", action="append", default=[], metavar="F",
                    help="file with one reference image per line (relative paths from the file's folder)")
-    p.add_argument("--model", default="ViT-B/32", help="CLIP model (default: ViT-B/32, see `clipig models`)")
+    p.add_argument("--model", action="append", metavar="MODEL", help=(
+        "CLIP model (default: ViT-B/32, see `clipig models`); repeat it for several models: a column per model "
+        "and one for their mean, for each text and image"))
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--sort", type=int, metavar="N", help="sort by column N (1 = first); negative: descending")
     p.add_argument("-o", "--output", metavar="FILE.csv", help="also write the table as CSV")
@@ -53,7 +55,7 @@ def quantize(image: torch.Tensor) -> torch.Tensor:
 
 
 def _cache_file(critic, path: str, how: str) -> Path:
-    from ..critic import cache_dir
+    from ..weights import cache_dir
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", critic.name).strip("_")
     return cache_dir() / "features" / model / f"{digest}.{how}.pt"
@@ -62,7 +64,7 @@ def _cache_file(critic, path: str, how: str) -> Path:
 @torch.no_grad()
 def image_features(critic, paths: list[str], reference: bool = False, cache: bool = False) -> torch.Tensor:
     """[N, D] features of image files: as the engine sees pixels, or (`reference`) as a target image feature."""
-    from ..critic import ImageError, load_image
+    from ..images import ImageError, load_image
     from ..output import atomic_write
     rows = []
     for path in paths:
@@ -93,6 +95,22 @@ def rate(critic, images: list[str], texts: list[str] = (), references: list[str]
     return critic.similarity(image_features(critic, images, cache=cache), targets).cpu()
 
 
+def columns(labels: list[str], models: list[str]) -> list[str]:
+    """Column names: the labels, or with several models `label [model]` for each model and `label [mean]`."""
+    if len(models) == 1:
+        return list(labels)
+    return [f"{label} [{name}]" for label in labels for name in [*models, "mean"]]
+
+
+def rate_models(critics: list, images: list[str], texts: list[str], references: list[str],
+                cache: bool = False) -> torch.Tensor:
+    """[images, columns] similarities (see `columns`): each model's, then their mean, per text and image."""
+    values = torch.stack([rate(c, images, texts, references, cache) for c in critics], dim=-1)  # [I, L, M]
+    if len(critics) == 1:
+        return values[..., 0]
+    return torch.cat([values, values.mean(-1, keepdim=True)], dim=-1).flatten(1)
+
+
 def table(images: list[str], labels: list[str], values: list[list[float]]) -> str:
     legend = [f"{i + 1:>3}: {label}" for i, label in enumerate(labels)]
     width = max(len("image"), *(len(n) for n in images))
@@ -105,16 +123,17 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from ..config.errors import ConfigError
     from ..critic import load_critic
+    models = list(dict.fromkeys(args.model or ["ViT-B/32"]))
     texts = args.text + [t for f in args.text_file for t in lines(f)]
     references = args.references + [str(Path(f).parent / r) if not Path(r).is_absolute() and "://" not in r
                                      else r for f in args.image_file for r in lines(f)]
     if not texts and not references:
         raise ConfigError("nothing to rate against: give texts (-t, --text-file) or images (-i, --image-file)")
-    labels = texts + references
+    labels = columns(texts + references, models)
     if args.sort is not None and not 1 <= abs(args.sort) <= len(labels):
         raise ConfigError(f"--sort {args.sort}: there are {len(labels)} columns (1 to {len(labels)})")
-    critic = load_critic(args.model, args.device)
-    values = rate(critic, args.images, texts, references, cache=args.cache).tolist()
+    critics = [load_critic(m, args.device) for m in models]
+    values = rate_models(critics, args.images, texts, references, cache=args.cache).tolist()
     rows = list(zip(args.images, values))
     if args.sort:
         rows.sort(key=lambda r: r[1][abs(args.sort) - 1], reverse=args.sort < 0)
