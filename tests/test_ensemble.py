@@ -190,3 +190,18 @@ def test_rate_with_two_models_gives_a_column_per_model_and_their_mean(tmp_path, 
         assert (a, b) == pytest.approx((singles[A][i], singles[B][i]), abs=1e-4)
         assert mean == pytest.approx((a + b) / 2, abs=1e-4)
     assert "a dog [mean]" in capsys.readouterr().out
+
+
+def test_rank_records_the_ensembles_similarity_as_rate_gives_it(tmp_path):
+    from clipig.config.loader import load_data
+    from clipig.config.schema import plain
+    from clipig.tools.workers import render_job
+    data = plain(load_data(texts=[TWO_FEATURES.format(epochs=2) + f"model: [{A}, {B}]\n"]))
+    result = render_job({"name": "x", "data": data})
+    png = tmp_path / "x.png"
+    png.write_bytes(result["png"])
+    out = tmp_path / "r.csv"
+    assert rate.main([str(png), "-t", "a curly spoon", "the sea", "--model", A, "--model", B, "--device", "cpu",
+                      "-o", str(out)]) == 0
+    row = [float(v) for v in list(csv.reader(out.open()))[1][1:]]
+    assert result["record"]["sims"] == pytest.approx([row[2], row[5]], abs=1e-3)  # equal weights: the mean

@@ -95,8 +95,9 @@ def render_job(job: dict) -> dict:
     image = quantize(engine.image())  # exactly the PNG's pixels: `clipig rate` of the file gives the same
     targets = engine.targets
     with torch.no_grad():
-        features = engine.critic.encode([image[None].to(engine.device)] * len(targets), [t.uses for t in targets])
-        sims = [s for t, f in zip(targets, features) for s in t.similarity(f)[0].tolist()]
+        used = set().union(*(t.uses for t in targets))  # the models of the ensemble that judge some target
+        features = engine.critic.encode([image[None].to(engine.device)], [used])[0]
+        sims = [s for t in targets for s in t.similarity(features)[0].tolist()]
     png = io.BytesIO()
     to_pil(image).save(png, format="PNG")
     if reason == "stopped" and stop_at and engine.epoch >= stop_at:
