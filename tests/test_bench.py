@@ -23,9 +23,9 @@ def test_quick_run_prints_the_table_and_the_five_figures(capsys):
                        "curly-spoon", "animal-method1", "hires-1024"])
     out = capsys.readouterr().out
     assert code == 0
-    for text in ("GEMM peak", "curly-spoon", "animal-method1", "hires-1024@224", "animal-method1+random:tiny:1",
-                 "critic efficiency", "pipeline overhead", "resolution scaling", "peak memory", "GiB",
-                 "ensemble of two"):
+    for text in ("GEMM peak", "curly-spoon", "animal-method1", "hires-1024@224", "critic efficiency",
+                 "pipeline overhead", "resolution scaling", "peak memory", "GiB", "hires-1024 fft",
+                 "hires-1024 pyramid", "parameterization share", "animal-method1+random:tiny:1", "ensemble of two"):
         assert text in out, text
     assert "error:" not in out
     figures = out[out.index("| figure"):]

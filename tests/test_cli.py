@@ -166,11 +166,41 @@ def test_every_spec_example_renders_or_gives_a_clear_error(block, tmp_path, tiny
         assert (tmp_path / "example.png").exists()
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.yaml"))
+OTHER_TYPES = ["fft", "pyramid", "{type: fft, decorrelate: true}"]  # at a low resolution, to stay fast
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
 def test_every_example_renders(example, tmp_path, tiny, capsys):
     rc = main([str(ROOT / "examples" / example), "-o", f"{tmp_path}/", "--set", "epochs=3", *TINY])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / example.replace(".yaml", ".png")).exists()
+
+
+@pytest.mark.parametrize("kind", OTHER_TYPES)
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_renders_with_every_parameterization(example, kind, tmp_path, tiny, capsys):
+    rc = main([str(ROOT / "examples" / example), "-o", f"{tmp_path}/", "--set", "epochs=2", "--set",
+               "resolution=40", "--set", f"parameterization={kind}", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    recorded = yaml.safe_load((tmp_path / example).read_text())["parameterization"]  # the sidecar
+    assert recorded["type"] == kind.split(",")[0].removeprefix("{type: ")
+
+
+def test_a_fourier_decorrelated_config_renders(tmp_path, tiny, capsys):
+    config = write(tmp_path, SMALL + "parameterization:\n  type: fft\n  decorrelate: true\n  decay: 1.2\n")
+    assert main([str(config), "-o", f"{tmp_path}/", *TINY]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "demo.yaml").read_text())["parameterization"] == {
+        "type": "fft", "decay": 1.2, "decorrelate": True}
+
+
+@pytest.mark.parametrize("kind", OTHER_TYPES[:2])
+@pytest.mark.parametrize("block", [b for b in spec_examples() if not _expected_to_fail(b.values[0])])
+def test_every_spec_example_renders_with_every_parameterization(block, kind, tmp_path, tiny, capsys):
+    config = write(tmp_path, block, "example.yaml")
+    rc = main([str(config), "-o", f"{tmp_path}/out/", "--set", "epochs=2", "--set", "resolution=40", "--set",
+               f"parameterization={kind}", *TINY])
+    assert rc == 0, capsys.readouterr().err
 
 
 def test_a_numbered_output_name_counts_on(tmp_path, tiny):

@@ -9,7 +9,7 @@ from clipig.config.expressions import learnrate_variables, resolution_variables,
     time_variables
 from clipig.config.loader import load, load_data
 from clipig.config.schema import to_data, validate
-from clipig.config.timing import is_active, parse_time
+from clipig.config.timing import is_active, is_on, parse_time
 from clipig.config.values import split_items
 
 
@@ -235,11 +235,40 @@ def test_start_end_and_switches_accept_expressions():
         cfg("targets:\n  - active: maybe\n")
 
 
+def at_epoch(epoch: int, epochs: int) -> dict:
+    return {**time_variables(epoch, epochs), "epochs": epochs}
+
+
 def test_a_feature_that_starts_by_expression_is_trained_only_from_then():
-    from clipig.targets import in_time
     config = cfg("epochs: 10\ntargets:\n  - features:\n      - text: a\n        start: '0 if epoch < 0 else 4'\n")
     feature = config.targets[0].features[0]
-    assert [in_time(feature, e, 10) for e in range(10)] == [False] * 4 + [True] * 6
+    assert [is_on(feature, at_epoch(e, 10)) for e in range(10)] == [False] * 4 + [True] * 6
+
+
+def test_one_answer_for_targets_features_constraints_transforms_and_postproc():
+    """The same start/end (an epoch, a fraction, a percentage, an expression) means the same epochs for every
+    kind of entry, and `active: false` turns off those that have it."""
+    config = cfg("""
+epochs: 10
+targets:
+  - start: 2
+    end: 80%
+    features:
+      - {text: a, start: 0.2, end: '4*2'}
+    transforms:
+      - {noise: 0.1, start: '20%', end: 0.8}
+      - {blur: 3, active: false}
+    constraints:
+      - mean: {above: 0.1, start: 'epoch - epoch + 2', end: 8}
+postproc:
+  - {blur: 3, start: 2, end: 0.8}
+""")
+    target = config.targets[0]
+    nodes = [target, target.features[0], target.transforms[0].entry, target.constraints[0].params,
+             config.postproc[0].entry]
+    for node in nodes:
+        assert [is_on(node, at_epoch(e, 10)) for e in range(10)] == [False] * 2 + [True] * 6 + [False] * 2
+    assert not any(is_on(target.transforms[1].entry, at_epoch(e, 10)) for e in range(10))
 
 
 @pytest.mark.parametrize("text, message", [

@@ -159,16 +159,18 @@ def test_factory_merges_names_and_normalises_per_target():
 
 
 def test_cli_renders_an_ensemble_and_shows_each_models_similarity(tmp_path, capsys):
+    import yaml
     config = tmp_path / "two.yaml"
-    config.write_text(TWO_FEATURES.format(epochs=2) + f"model: [{A}, {A}, {B}]\n")
-    assert main([str(config), "-o", f"{tmp_path}/", "-v"]) == 0
+    config.write_text(TWO_FEATURES.format(epochs=2) + f"model: [{A}, {A}, {B}]\n"
+                      "parameterization: {type: fft, decorrelate: true}\n")
+    assert main([str(config), "-o", f"{tmp_path}/out/", "-v"]) == 0
     err = capsys.readouterr().err
-    assert (tmp_path / "two.png").is_file()
+    assert (tmp_path / "out" / "two.png").is_file()
     table = err[err.index("target 'target'"):]
     assert f"\n    {B} " in table and f"\n    {A} " in table  # a row per model under each feature
-    assert f"model: [{A}, {A}, {B}]" in (tmp_path / "two.yaml").read_text() or "- random:tiny:1" in (
-        tmp_path / "two.yaml").read_text()
-    assert main([str(config), "-o", f"{tmp_path}/", "-q", "--model", f"[{B}]"]) == 0
+    assert yaml.safe_load((tmp_path / "out" / "two.yaml").read_text())["model"] == [A, A, B]  # as written
+    assert main([str(config), "-o", f"{tmp_path}/out/", "-q", "--model", f"[{B}]"]) == 0
+    assert yaml.safe_load((tmp_path / "out" / "two-1.yaml").read_text())["model"] == [B]
 
 
 def test_rate_with_two_models_gives_a_column_per_model_and_their_mean(tmp_path, capsys):

@@ -284,11 +284,59 @@ def test_train_stop_edit_continue(server, page):
     wait_status(page, "stopped")
 
 
+def test_a_fourier_decorrelated_run_trains_continues_and_resets(server, page):
+    from playwright.sync_api import expect
+    config = CONFIG + "parameterization: {type: fft, decorrelate: true}\n"
+    page.goto(server.url)
+    editor = page.locator("#editor")
+    editor.fill(config)
+    expect(page.locator("#problems")).to_have_class("ok")
+    page.click("#reset")  # from `init`, whatever ran before
+    wait_status(page, "running")
+    page.wait_for_function("Number(document.getElementById('image').dataset.frames) >= 3", timeout=20_000)
+    page.wait_for_function("Number(document.getElementById('progress-text').dataset.epoch) >= 5", timeout=20_000)
+    page.keyboard.press("Alt+x")
+    wait_status(page, "stopped")
+    stopped_at = epoch_of(page)
+    stopped = page.request.get(f"{server.base}/api/image.png").body()
+
+    # continue: from the stopped epoch and picture
+    page.evaluate("""() => { window.epochs = []; const t = document.getElementById('progress-text');
+        new MutationObserver(() => window.epochs.push(Number(t.dataset.epoch)))
+            .observe(t, {attributes: true}); }""")
+    page.keyboard.press("Alt+s")
+    wait_status(page, "running")
+    page.wait_for_function(f"Number(document.getElementById('progress-text').dataset.epoch) > {stopped_at + 2}",
+                           timeout=20_000)
+    assert min(page.evaluate("window.epochs")) >= stopped_at
+    page.keyboard.press("Alt+x")
+    wait_status(page, "stopped")
+    assert page.request.get(f"{server.base}/api/image.png").body() != stopped
+    before = set((server.work / "out").glob("*.yaml"))
+    page.click("#save-image")
+    page.wait_for_function("document.getElementById('toast').classList.contains('show')")
+    deadline = time.monotonic() + 10
+    while not set((server.work / "out").glob("*.yaml")) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sidecar, = set((server.work / "out").glob("*.yaml")) - before
+    assert "parameterization: {type: fft, decay: 1.0, decorrelate: true}" in sidecar.read_text()
+
+    # reset: from epoch 0 again
+    page.evaluate("window.epochs = []")
+    page.click("#reset")
+    wait_status(page, "running")
+    page.wait_for_function("window.epochs.length > 0")
+    assert min(page.evaluate("window.epochs")) < stopped_at
+    page.keyboard.press("Alt+x")
+    wait_status(page, "stopped")
+
+
 def test_an_ensemble_trains_and_shows_each_models_similarity(server, page):
     from playwright.sync_api import expect
     page.goto(server.url)
     editor = page.locator("#editor")
-    editor.fill(CONFIG.replace("model: random:tiny", "model: [random:tiny, {name: random:tiny:1, weight: 2}]"))
+    editor.fill(CONFIG.replace("model: random:tiny", "model: [random:tiny, {name: random:tiny:1, weight: 2}]")
+                + "parameterization: {type: fft, decorrelate: true}\n")
     expect(page.locator("#problems")).to_have_class("ok")
     page.click("#reset")
     wait_status(page, "running")

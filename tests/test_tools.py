@@ -175,6 +175,18 @@ def test_rank_keeps_the_best_and_continues_them(tmp_path, capsys):
     assert snapshot(out) == before and read_ranking(out) == rows
 
 
+@pytest.mark.parametrize("kind", ["fft", "pyramid", "{type: pixels, decorrelate: true}"])
+def test_rank_continues_each_parameterization_from_its_pixels(kind, tmp_path):
+    """With learnrate 0 the continued run must show exactly the short run's picture."""
+    config, out = write(tmp_path / "penguin.yaml", RANK_CONFIG), tmp_path / "rank"
+    assert rank.main([config, "--runs", "2", "--epochs", "1", "--keep", "1", "--final-epochs", "1", "-o",
+                      f"{out}/", "--set", f"parameterization={kind}", "--set", "learnrate=0", "-q"]) == 0
+    best = read_ranking(out)[0]
+    short = np.asarray(Image.open(out / f"runs/run-{int(best['run']):04d}.png"))
+    assert np.array_equal(np.asarray(Image.open(out / best["file"])), short)
+    assert "parameterization:" in (out / best["file"]).with_suffix(".yaml").read_text()
+
+
 def test_rank_resumes_after_being_killed(tmp_path):
     config, out = write(tmp_path / "penguin.yaml", RANK_CONFIG), tmp_path / "rank"
     args = [config, "--runs", "8", "--epochs", "3", "--keep", "1", "--final-epochs", "1", "-o", f"{out}/"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .config.registry import CONSTRAINTS
-from .config.schema import CONSTRAINT_VARS, LOSS_DOC, at_least, end_param, start_param
+from .config.params import CONSTRAINT_VARS, LOSS_DOC, at_least, end_param, start_param
 from .config.values import Param
 from . import transforms as T
 

@@ -1,5 +1,6 @@
-"""The training loop. It only orchestrates: schedule -> views -> one CLIP pass -> losses -> step ->
-post-processing -> events. The CLI, the GUI, the batch tools and the tests are listeners of its events."""
+"""The training loop. It only orchestrates: schedule -> views -> one CLIP pass (per model of an ensemble) ->
+losses -> step -> post-processing -> events. The CLI, the GUI, the batch tools and the tests are listeners
+of its events; `open_run` opens a run for all of them."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import torch
 
 from .config.errors import ConfigError
 from .config.expressions import learnrate_variables, resolution_variables, time_variables
-from .pixels import Pixels, initial_pixels
-from .targets import Target, entry_active
+from .config.timing import is_on
+from .parameterizations import create, rebuilt
+from .pixels import initial_pixels
+from .targets import Target
 
 # Base learning rates: `learnrate: 1.0` means about the same step size for every optimizer.
 OPTIMIZERS = {
@@ -30,8 +33,8 @@ OPTIMIZERS = {
 
 @dataclass
 class Event:
-    """What listeners receive: plain numbers, and functions for what costs something to read (the image, the
-    statistics, the state), so a listener pays only for what it uses. kind is start | epoch | end."""
+    """What listeners receive: plain numbers, and functions for what costs something to read (the image and
+    the statistics), so a listener pays only for what it uses. kind is start | epoch | end."""
     kind: str
     epoch: int  # epochs done in the schedule (the next epoch to train)
     epochs: int
@@ -40,9 +43,8 @@ class Event:
     seed: int
     device: torch.device
     config: Any  # the experiment (validated config)
-    image: Callable[[], torch.Tensor]  # the current image [3, H, W] in [0, 1] on the CPU
+    image: Callable[..., torch.Tensor]  # [3, H, W] on the CPU in [0, 1]; unclamped=True: the state to continue from
     statistics: Callable[..., list]  # per-target statistics; window=True: since the last window read
-    state: Callable[[], torch.Tensor]  # the trained tensor on the CPU, what a later run continues from
     stop: Callable[[], None]  # ask the run to stop after this epoch
     loss: torch.Tensor | None = None  # epoch: the loss of the epoch (on the device)
     reason: str | None = None  # end: done | stopped | interrupted | failed
@@ -79,8 +81,10 @@ class Engine:
         variables = self.variables(self.epoch)
         resolution = config.resolution(variables)
         init_rng = torch.Generator().manual_seed(self.seed)
-        pixels = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
-        self.pixels = Pixels(pixels).to(self.device)
+        image = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
+        self.canvas = create(config.parameterization, variables, image, self.device)  # what is trained
+        self.reshapes = not (config.resolution.is_constant and config.interpolation.is_constant
+                             and all(v.is_constant for v in config.parameterization.params.values()))
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())
 
@@ -89,7 +93,7 @@ class Engine:
     def _optimizer(self) -> torch.optim.Optimizer:
         cls, base, extra = OPTIMIZERS[self.config.optimizer()]
         self.base_learnrate = base
-        return cls(self.pixels.parameters(), lr=base, **extra)
+        return cls(self.canvas.parameters(), lr=base, **extra)
 
     def _autocast(self, precision: str):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -110,7 +114,7 @@ class Engine:
 
     def emit(self, kind: str, **data) -> None:
         event = Event(kind, self.epoch, self.epochs, self.epochs_done, self.runtime, self.seed, self.device,
-                      self.config, self.image, self.statistics, self.state, self.stop, **data)
+                      self.config, self.image, self.statistics, self.stop, **data)
         for listener in self.listeners:
             listener(event)
 
@@ -141,25 +145,30 @@ class Engine:
         return reason
 
     def step(self) -> None:
-        """One epoch: views of all active targets through CLIP in one batch, losses, optimizer step, postproc."""
+        """One epoch: views of all active targets through CLIP in one batch per model, losses, optimizer step,
+        postproc."""
         config, epoch = self.config, self.epoch
         variables = self.variables(epoch)
-        if not config.resolution.is_constant or not config.interpolation.is_constant:
-            if self.pixels.resize(*config.resolution(variables), config.interpolation(variables)):
+        if self.reshapes:
+            canvas = rebuilt(self.canvas, config.parameterization, config.resolution(variables),
+                             config.interpolation(variables), variables)
+            if canvas is not self.canvas:
+                self.canvas = canvas
                 self.optimizer = self._optimizer()
-        variables.update(resolution_variables(*self.pixels.resolution))
+        variables.update(resolution_variables(*self.canvas.resolution))
         learnrate = config.learnrate(variables)
         learnrate_scale = config.learnrate_scale(variables)
         variables.update(learnrate_variables(learnrate, learnrate_scale))
         for group in self.optimizer.param_groups:
             group["lr"] = self.base_learnrate * learnrate * learnrate_scale
 
-        active = [t for t in self.targets if t.is_active(epoch, self.epochs)]
-        views = [t.views(self.pixels.data, variables, self.rng, self.expr_rng) for t in active]
-        seen = [bool(t.active_features(epoch, self.epochs)) for t in active]  # targets that need CLIP
+        active = [t for t in self.targets if t.is_active(variables)]
+        image = self.canvas.image() if active else None
+        views = [t.views(image, variables, self.rng, self.expr_rng) for t in active]
+        seen = [bool(t.active_features(variables)) for t in active]  # targets that need CLIP
         critiqued = [(t, v) for t, v, s in zip(active, views, seen) if s]
         features = iter(self.critique(*zip(*critiqued)) if critiqued else ())
-        loss = self.pixels.data.new_zeros(())
+        loss = torch.zeros((), device=self.device)
         for target, v, s in zip(active, views, seen):
             loss = loss + target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
         self.optimizer.zero_grad(set_to_none=True)
@@ -176,27 +185,27 @@ class Engine:
             return self.critic.encode(views, [t.uses for t in targets], compiled=self.config.compile())
 
     def postprocess(self, variables: dict) -> None:
-        entries = [e for e in self.config.postproc if entry_active(e, variables)]
+        """The post-processing transforms edit the unclamped image, which the parameterization then shows."""
+        entries = [e for e in self.config.postproc if is_on(e.entry, variables)]
         if not entries:
             return
         with torch.no_grad():
-            image = self.pixels.data[None]
+            image = self.canvas.unclamped()[None]
             for entry in entries:
                 args = entry.arguments(variables, self.expr_rng)
                 if entry.spec.random:
                     args["rng"] = self.rng
                 image = entry.spec.fn(image, **args)
-            self.pixels.data.copy_(image[0])
+            self.canvas.set_image(image[0])
 
     # --- what listeners read --------------------------------------------------------------------------------
 
-    def image(self) -> torch.Tensor:
-        """The current image [3, H, W] in [0, 1] on the CPU."""
-        return self.pixels.image()
-
-    def state(self) -> torch.Tensor:
-        """The trained tensor (unclamped pixels) on the CPU: what a later run continues from."""
-        return self.pixels.data.detach().float().cpu().clone()
+    def image(self, unclamped: bool = False) -> torch.Tensor:
+        """The current image [3, H, W] on the CPU: in [0, 1], or `unclamped`, the values the parameterization
+        holds (what continuing starts from, through `init.image_tensor`)."""
+        with torch.no_grad():
+            image = self.canvas.unclamped() if unclamped else self.canvas.image()
+        return image.detach().to("cpu", torch.float32, copy=unclamped)  # never the parameter's own memory
 
     def statistics(self, window: bool = False) -> list[dict]:
         """Per-target statistics (since the start, or since the last `window` read, which resets it)."""

@@ -1,4 +1,4 @@
-"""The trained image: an RGB pixel plane, its initialisation and resizing during training."""
+"""The start image from the `init` section, and resizing (the trained tensors: parameterizations.py)."""
 
 from __future__ import annotations
 
@@ -49,27 +49,3 @@ def _tensor_from_list(data) -> torch.Tensor:
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ConfigError(f"expected shape [3, H, W], got {list(tensor.shape)}", "init.image_tensor")
     return tensor
-
-
-class Pixels(torch.nn.Module):
-    """The image being trained: one [3, H, W] parameter (values meant to lie in [0, 1], not clamped)."""
-
-    def __init__(self, tensor: torch.Tensor):
-        super().__init__()
-        self.data = torch.nn.Parameter(tensor.detach().clone())
-
-    @property
-    def resolution(self) -> list[int]:
-        return [self.data.shape[2], self.data.shape[1]]
-
-    def resize(self, width: int, height: int, interpolation: str) -> bool:
-        """Change the resolution; True if it changed (the optimizer then needs the new parameter)."""
-        if [width, height] == self.resolution:
-            return False
-        with torch.no_grad():
-            self.data = torch.nn.Parameter(resize(self.data[None], width, height, interpolation)[0])
-        return True
-
-    def image(self) -> torch.Tensor:
-        """The current image, clamped to [0, 1], detached, on the CPU."""
-        return self.data.detach().clamp(0, 1).float().cpu()

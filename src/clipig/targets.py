@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config.expressions import similarity_variables, time_variables
-from .config.timing import is_active
+from .config.expressions import similarity_variables
+from .config.timing import is_on
 from .constraints import constraint_loss
 from .geometry import Views, as_tensor
 
@@ -99,11 +99,11 @@ class Target:
     def labels(self) -> list[str]:
         return [f.text() if f.text is not None else f.image() for f in self.features]
 
-    def is_active(self, epoch: int, epochs: int) -> bool:
-        return self.node.active() and bool(self.features or self.constraints) and in_time(self.node, epoch, epochs)
+    def is_active(self, variables: dict) -> bool:
+        return bool(self.features or self.constraints) and is_on(self.node, variables)
 
-    def active_features(self, epoch: int, epochs: int) -> list[int]:
-        return [i for i, f in enumerate(self.features) if in_time(f, epoch, epochs)]
+    def active_features(self, variables: dict) -> list[int]:
+        return [i for i, f in enumerate(self.features) if is_on(f, variables)]
 
     def views(self, pixels: torch.Tensor, variables: dict, rng: torch.Generator, expr_rng) -> torch.Tensor:
         """The batch of transformed views of the [3, H, W] pixels. Consecutive geometric transforms are
@@ -112,7 +112,7 @@ class Target:
         batch = self.node.batch_size(variables)
         views = Views(pixels[None])
         for entry in self.node.transforms:
-            if not entry_active(entry, variables):
+            if not is_on(entry.entry, variables):
                 continue
             args = entry.arguments(variables, expr_rng)
             if entry.spec.random:
@@ -125,8 +125,7 @@ class Target:
     def loss(self, features, views: torch.Tensor, variables: dict, rng, expr_rng) -> torch.Tensor:
         """The weighted loss of this target for its views and their CLIP `features` ({member: [B, D]} of the
         models it uses; None when no feature is active); updates the statistics."""
-        epoch, epochs = variables["epoch"], variables["epochs"]
-        active = self.active_features(epoch, epochs)
+        active = self.active_features(variables)
         cosines = None if features is None else self.cosines(features)
         cos = views.new_zeros(views.shape[0], len(self.features)) if features is None else self._mean(cosines)
         sim = cos * 100.0
@@ -141,9 +140,9 @@ class Target:
         constraint_losses = torch.zeros(1, max(count, 1), device=self.device)
         constraint_mask = torch.zeros(1, max(count, 1), device=self.device)
         for j, entry in enumerate(self.constraints):
-            args = entry.arguments(target_vars, expr_rng)
-            if not is_active(args["start"], args["end"], epoch, epochs):
+            if not is_on(entry.params, target_vars):
                 continue
+            args = entry.arguments(target_vars, expr_rng)
             value = constraint_loss(entry.spec, views, args, rng)
             total = total + target_weight * args["weight"] * value
             constraint_losses[0, j], constraint_mask[0, j] = value.detach(), 1
@@ -238,18 +237,6 @@ def expand(views, batch: int):
         views.batch = batch
         return views
     return views.expand(batch, -1, -1, -1) if views.shape[0] != batch else views
-
-
-def in_time(node, epoch: int, epochs: int) -> bool:
-    """Whether `epoch` lies between the node's `start` and `end` (which may be expressions of the time)."""
-    variables = None
-    if not (node.start.is_constant and node.end.is_constant):
-        variables = {**time_variables(epoch, epochs), "epochs": epochs}
-    return is_active(node.start(variables), node.end(variables), epoch, epochs)
-
-
-def entry_active(entry, variables: dict) -> bool:
-    return entry.entry.active() and in_time(entry.entry, variables["epoch"], variables["epochs"])
 
 
 def _triple(acc: dict) -> dict:

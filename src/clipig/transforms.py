@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from . import geometry as G
 from .config.registry import TRANSFORMS
-from .config.schema import TRANSFORM_VARS, at_least
+from .config.params import TRANSFORM_VARS, at_least
 from .config.values import Param
 from .geometry import Views
 

@@ -1,4 +1,5 @@
-"""Registries of named plugins (transforms, constraints): each a function plus its parameter declarations.
+"""Registries of named plugins (transforms, constraints, parameterizations): each a function (or class) plus
+its parameter declarations.
 
 The parameter declarations are the single source for validation, the generated reference and the CLI.
 """
@@ -58,3 +59,4 @@ def _first_arg(fn: Callable) -> str:
 
 TRANSFORMS = Registry("transform")
 CONSTRAINTS = Registry("constraint")
+PARAMETERIZATIONS = Registry("parameterization")

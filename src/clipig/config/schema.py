@@ -10,35 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .errors import ConfigError
-from .registry import CONSTRAINTS, TRANSFORMS, PluginSpec, Registry
+from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, end_param, start_param
+from .registry import CONSTRAINTS, PARAMETERIZATIONS, TRANSFORMS, PluginSpec, Registry
 from .values import Param, Value, suggest
-
-TIME = ("time",)
-RES_TIME = ("resolution", "time")
-TRANSFORM_VARS = ("learnrate", "resolution", "time")
-FEATURE_VARS = ("learnrate", "resolution", "target_feature", "time")
-CONSTRAINT_VARS = ("learnrate", "resolution", "target_constraint", "time")
-
-
-def at_least(n):
-    return lambda v: None if all(x >= n for x in (v if isinstance(v, list) else [v])) else f"must be at least {n}"
-
-
-START_DOC = ("- an int number defines the time as epoch frame; a float number defines the time as ratio between "
-             "0.0 and 1.0, where 1.0 is the final epoch; a percent (e.g. `23.5%`) defines the time as percentage "
-             "of the number of epochs. An expression is evaluated each epoch and its result read the same way "
-             "(`1/2` is half of the run, `100*2` epoch 200).")
-LOSS_DOC = ("The loss function used to calculate the difference (or error) between current and desired {what}. "
-            "`l1` or `mae`: mean absolute error. `l2` or `mse`: mean squared error, which produces a smaller loss "
-            "for small differences (below 1.0) and a larger loss for large differences.")
-
-
-def start_param(what: str, groups=TIME) -> Param:
-    return Param("time", 0.0, groups=groups, doc=f"Start of {what}; inactive before this time. {START_DOC}")
-
-
-def end_param(what: str, groups=TIME) -> Param:
-    return Param("time", 1.0, groups=groups, doc=f"End of {what}; inactive after this time. {START_DOC}")
 
 
 @dataclass
@@ -63,6 +37,19 @@ class Plugins:
     doc: str
     extra: dict[str, Param] = field(default_factory=dict)
     postproc: bool = False  # only resolution-keeping transforms
+
+
+@dataclass
+class OneOf:
+    """One entry of a registry, chosen by `type`: `name: fft` or `name: {type: fft, option: value, ...}`."""
+    registry: Registry
+    default: str
+    doc: str
+
+    def type_param(self) -> Param:
+        return Param("str", self.default, choices=tuple(self.registry), doc=(
+            f"The {self.registry.kind}: " + ", ".join(f"`{n}`" for n in self.registry) + ". Its options are "
+            f"written beside `type`."))
 
 
 class Node(dict):
@@ -95,6 +82,21 @@ class PluginEntry:
         return {k: (v(variables, rng) if isinstance(v, Value) else None) for k, v in self.params.items()}
 
 
+@dataclass
+class Chosen:
+    """The validated entry of a `OneOf`: the chosen plugin and its options."""
+    spec: PluginSpec
+    params: Node
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def arguments(self, variables: dict) -> dict:
+        return {k: v(variables) for k, v in self.params.items()}
+
+
 ENTRY_FIELDS = {
     "active": Param("bool", True, doc="A boolean to turn the entry off during development without deleting it."),
     "start": start_param("the entry"),
@@ -103,9 +105,7 @@ ENTRY_FIELDS = {
 
 
 def build_schema() -> Section:
-    """The tree of all parameters (transforms and constraints come from their registries)."""
-    import clipig.constraints  # noqa: F401  (fills CONSTRAINTS)
-    import clipig.transforms  # noqa: F401  (fills TRANSFORMS)
+    """The tree of all parameters; the plugins come from their registries (filled by `clipig.catalogue`)."""
 
     feature = Section("A feature to drive the image creation: a text or an image, converted to a CLIP feature.", {
         "text": Param("str", doc="A word, sentence or paragraph that describes the desired image contents."),
@@ -212,6 +212,12 @@ def build_schema() -> Section:
                            aliases={"rmsprob": "rmsprop"}, doc=(
             "The torch optimizer for the gradient descent: `adam`, `adamw`, `sgd`, `rmsprop` (also spelled "
             "`rmsprob`) or `adadelta`.")),
+        "parameterization": OneOf(PARAMETERIZATIONS, "pixels", (
+            "What the optimizer trains: the pixels themselves, or a representation that becomes the image "
+            "(`fft`, `pyramid`), optionally in decorrelated colours. Shorthand `parameterization: fft`, or a map "
+            "`{type: fft, decay: 1.5, decorrelate: true}`. Every type starts from the `init` image exactly, "
+            "keeps the picture through resolution changes and post-processing, and `learnrate: 1` gives about "
+            "the same step size with each (see [parameterizations](parameterizations.md)).")),
         "init": Section("How the pixels are initialised. Default is random pixels.", {
             "resolution": Param("int", length=2, check=at_least(1), doc=(
                 "Resolution of the noise or loaded image before it is scaled to the training resolution "
@@ -315,6 +321,8 @@ def _field(spec, raw, path):
         return spec.parse(raw, path)
     if isinstance(spec, Section):
         return _section(spec, {} if raw is None else raw, path)
+    if isinstance(spec, OneOf):
+        return _chosen(spec, raw, path)
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -349,6 +357,17 @@ def _plugin_entry(plugins: Plugins, data, path: str) -> PluginEntry:
     return PluginEntry(spec, params, entry, path)
 
 
+def _chosen(one_of: OneOf, raw, path: str) -> Chosen:
+    data = {"type": raw} if isinstance(raw, str) else {} if raw is None else raw
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a {one_of.registry.kind} name or a mapping with `type`, got {raw!r}; "
+                          f"available: {', '.join(one_of.registry)}", path)
+    name = _located(lambda: one_of.type_param().parse(data.get("type", one_of.default), _child(path, "type")),
+                    data, "type")()
+    spec = one_of.registry[name]
+    return Chosen(spec, _plugin_mapping(spec, data, path, skip=("type",)), path)
+
+
 def parse_plugin_params(spec: PluginSpec, raw, path: str) -> Node:
     """Parameters of one plugin entry; a non-mapping value is a shorthand (see the docs)."""
     if spec.direct:
@@ -371,9 +390,9 @@ def parse_plugin_params(spec: PluginSpec, raw, path: str) -> Node:
         raise first_error
 
 
-def _plugin_mapping(spec: PluginSpec, raw: dict, path: str) -> Node:
+def _plugin_mapping(spec: PluginSpec, raw: dict, path: str, skip=()) -> Node:
     for key in raw:
-        if key not in spec.params:
+        if key not in spec.params and key not in skip:
             raise ConfigError(f"unknown parameter {key!r} of {spec.name}" + suggest(str(key), spec.params)
                               + f"; known: {', '.join(spec.params)}", _child(path, key)).located(*_loc(raw, key))
     items = {}
@@ -395,6 +414,12 @@ def walk(section: Section | None = None, prefix: str = "") -> Iterator[tuple[str
             yield from walk(spec, path)
         elif isinstance(spec, ListOf):
             yield from walk(spec.item, path)
+        elif isinstance(spec, OneOf):
+            yield _child(path, "type"), spec.type_param()
+            for pname, plugin in spec.registry.items():
+                yield _child(path, pname), plugin
+                for param_name, param in plugin.params.items():
+                    yield _child(_child(path, pname), param_name), param
         elif isinstance(spec, Plugins):
             for pname, param in spec.extra.items():
                 yield _child(path, pname), param
@@ -411,6 +436,8 @@ def to_data(node) -> Any:
     """The validated tree back as plain YAML data, with every default filled in (for the sidecar file)."""
     if isinstance(node, Value):
         return plain(node.raw)
+    if isinstance(node, Chosen):
+        return {"type": node.name, **{k: to_data(v) for k, v in node.params.items() if v is not None}}
     if isinstance(node, PluginEntry):
         params = node.params
         value = (to_data(next(iter(params.values()))) if node.spec.direct

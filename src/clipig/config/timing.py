@@ -1,4 +1,6 @@
-"""`start`/`end` values: an int is an epoch, a float a fraction of the run, `"23.5%"` a percentage."""
+"""`start`/`end` values: an int is an epoch, a float a fraction of the run, `"23.5%"` a percentage; and
+`is_on`, the one answer to "is this on at this epoch" for targets, features, constraints, transforms and
+post-processing."""
 
 from __future__ import annotations
 
@@ -40,3 +42,13 @@ def is_active(start: TimePoint, end: TimePoint, epoch: int, epochs: int) -> bool
     """Active from `start` (inclusive) until `end` (exclusive); `end: 1.0` lasts to the final epoch."""
     return start.epoch(epochs) <= epoch < end.epoch(epochs) or (end.kind == "fraction" and end.value >= 1.0
                                                                   and start.epoch(epochs) <= epoch)
+
+
+def is_on(node, variables: dict) -> bool:
+    """Whether a target, feature, constraint, transform or postproc entry is on at `variables["epoch"]` (of
+    `variables["epochs"]`): its `active` flag, where it has one, and its `start`/`end`, which may be
+    expressions of the variables."""
+    active = node.get("active")
+    if active is not None and not active(variables):
+        return False
+    return is_active(node["start"](variables), node["end"](variables), variables["epoch"], variables["epochs"])

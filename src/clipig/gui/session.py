@@ -39,7 +39,7 @@ targets:
 class Snapshot:
     id: int
     epoch: int
-    pixels: torch.Tensor  # the raw [3, H, W] parameter on the CPU (continuing starts from it)
+    pixels: torch.Tensor  # the unclamped [3, H, W] image on the CPU (continuing starts from it)
     png: bytes | None = None
 
 
@@ -117,7 +117,7 @@ class Session:
         self.plain_config = None  # the last run's config as written (for the sidecar)
         self.thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
-        self.pixels: torch.Tensor | None = None  # raw pixels to continue from (CPU), None = start from noise
+        self.pixels: torch.Tensor | None = None  # unclamped image to continue from (CPU), None = from `init`
         self.epoch = 0
         self.epochs = 0
         self.loss: float | None = None
@@ -349,7 +349,7 @@ class Session:
 
     def _keep(self, run) -> None:
         """Remember where the run is (an event of it, or its engine), so that the next start continues there."""
-        self.pixels = run.state()
+        self.pixels = run.image(unclamped=True)
         self.epoch = run.epoch
         self.frame, self.frame_version = self.pixels.clamp(0, 1), self.frame_version + 1
 
@@ -430,5 +430,5 @@ class Session:
             self.changed()
 
     def _add_snapshot(self, event) -> None:
-        self.snapshots.append(Snapshot(next(self.snapshot_ids), event.epoch, event.state()))
+        self.snapshots.append(Snapshot(next(self.snapshot_ids), event.epoch, event.image(unclamped=True)))
         del self.snapshots[:-MAX_SNAPSHOTS]

@@ -1,0 +1,218 @@
+"""The parameterization registry: what the optimizer trains, and how it becomes the image.
+
+Every entry is a `Parameterization`: a torch module whose trainable tensors map to an unclamped image
+`[3, H, W]` (`unclamped()`); CLIP sees it clamped to [0, 1] (`image()`), as the original CLIPig clamps its
+pixels. `set_image()` makes the tensors show a given image exactly (init, post-processing, continuing);
+a resolution or option change builds a new parameterization that shows the resampled picture
+(`rebuilt`). `state_dict()`/`load_state_dict()` hold the tensors and the resolution.
+
+Learning rates: the tensors are scaled so that `learnrate: 1` gives about the step size of `pixels` with
+every type: an optimizer step that moves each parameter by the base step size in a random direction moves
+each pixel by about that much (root mean square). Coherent gradients move the coarse structure of `fft` and
+`pyramid` faster than single pixels, which is their point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config.params import TIME, at_least
+from .config.registry import PARAMETERIZATIONS
+from .config.values import Param
+from .pixels import resize
+
+
+def P(type: str, default=None, doc: str = "", **kw) -> Param:
+    """An option: expressions may use the time variables; a change during the run rebuilds the
+    parameterization from the current picture (like a resolution change)."""
+    return Param(type, default, groups=TIME, doc=doc, **kw)
+
+
+COMMON = {
+    "decorrelate": P("bool", False, doc=(
+        "Train the colours in a decorrelated space: brightness and two colour-opponent axes (blue-yellow, "
+        "red-green), scaled like the colour spread of natural photos (about 1 : 0.3 : 0.15). A step then "
+        "mostly changes brightness and only a little the hue, which avoids the colourful noise of plain RGB "
+        "training. The image shown is the same; only the training's directions change.")),
+}
+
+
+def parameterization(name: str, params: dict[str, Param] | None = None):
+    """Register a Parameterization class under `name`; every entry also has the common options."""
+    return PARAMETERIZATIONS.add(name, {**(params or {}), **COMMON})
+
+
+def _colour_basis() -> torch.Tensor:
+    """[3, 3]: RGB = basis @ decorrelated. Columns: brightness, blue-yellow and red-green (orthonormal axes),
+    scaled by their spread; brightness by sqrt(3), so that a unit step there moves each channel by 1."""
+    axes = F.normalize(torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]]), dim=1)
+    return axes.T * (math.sqrt(3) * torch.tensor([1.0, 0.3, 0.15]))
+
+
+COLOURS = _colour_basis()
+
+
+class Parameterization(torch.nn.Module):
+    """Base class: subclasses create their tensors in `allocate` and map them to the image signal
+    (`signal`, differentiable) and back (`set_signal`, exact)."""
+
+    def __init__(self, width: int, height: int, device, decorrelate: bool = False, **options):
+        super().__init__()
+        self.options = {**options, "decorrelate": decorrelate}
+        self.device = torch.device(device)
+        self.colours = COLOURS.to(self.device) if decorrelate else None
+        self.register_buffer("size", torch.tensor([width, height]))
+        self.allocate(width, height)
+
+    @property
+    def resolution(self) -> list[int]:
+        return [int(v) for v in self.size]
+
+    def allocate(self, width: int, height: int) -> None:
+        raise NotImplementedError
+
+    def signal(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def set_signal(self, signal: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def unclamped(self) -> torch.Tensor:
+        """The image [3, H, W] before clamping, differentiable (what post-processing edits)."""
+        signal = self.signal()
+        return signal if self.colours is None else torch.einsum("ij,jhw->ihw", self.colours, signal)
+
+    def image(self) -> torch.Tensor:
+        """The image [3, H, W] in [0, 1], differentiable: what CLIP sees."""
+        return self.unclamped().clamp(0, 1)
+
+    @torch.no_grad()
+    def set_image(self, image: torch.Tensor) -> None:
+        """Make the tensors show `image` [3, H, W] (at this resolution) exactly."""
+        if list(image.shape) != [3, *self.resolution[::-1]]:
+            raise ValueError(f"expected an image of shape [3, {self.size[1]}, {self.size[0]}], got "
+                             f"{list(image.shape)}")
+        signal = image.to(self.device, torch.float32)
+        if self.colours is not None:
+            signal = torch.einsum("ij,jhw->ihw", torch.linalg.inv(self.colours), signal)
+        self.set_signal(signal)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load tensors saved by `state_dict()`, at the resolution they were saved with."""
+        width, height = (int(v) for v in state_dict["size"])
+        if [width, height] != self.resolution:
+            self.size = torch.tensor([width, height], device=self.size.device)
+            self.allocate(width, height)
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def _zeros(self, *shape: int) -> torch.nn.Parameter:
+        return torch.nn.Parameter(torch.zeros(*shape, device=self.device))
+
+
+@parameterization("pixels")
+class Pixels(Parameterization):
+    """The image is trained as it is: one value per pixel and channel. This is the original CLIPig."""
+
+    def allocate(self, width, height):
+        self.data = self._zeros(3, height, width)
+
+    def signal(self):
+        return self.data
+
+    def set_signal(self, signal):
+        self.data.copy_(signal)
+
+
+@parameterization("fft", {
+    "decay": P("float", 1.0, check=at_least(0), doc=(
+        "How fast the scale of the spectrum falls with the frequency: each frequency `f` is multiplied by "
+        "`1 / f ** decay` (with `f` at least one cycle per image), so larger values favour smooth, large "
+        "shapes; 0 scales all frequencies alike.")),
+})
+class Fourier(Parameterization):
+    """The image is trained as its Fourier spectrum (real FFT of each colour plane), each frequency
+    multiplied by a scale that falls with the frequency (`decay`). A step of the optimizer then changes large
+    shapes more than fine detail, as natural images do. The scale is normalised so that `learnrate: 1`
+    moves pixels about as far as with `pixels` (see the module notes); `decay` changes the balance between
+    coarse and fine, not the overall step size."""
+
+    def allocate(self, width, height):
+        fy = torch.fft.fftfreq(height, device=self.device)[:, None]
+        fx = torch.fft.rfftfreq(width, device=self.device)[None, :]
+        frequency = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / max(width, height))
+        scale = frequency ** -float(self.options["decay"])
+        # columns other than 0 and (for even widths) the last stand for two coefficients of the full spectrum
+        count = torch.full((width // 2 + 1,), 2.0, device=self.device)
+        count[0] = 1.0
+        if width % 2 == 0:
+            count[-1] = 1.0
+        # a random unit step of the real and imaginary parts moves each pixel by about 1 (Parseval)
+        self.scale = scale / torch.sqrt(2.0 * (scale * scale * count).sum() / (width * height))
+        self.spectrum = self._zeros(3, height, width // 2 + 1, 2)
+
+    def signal(self):
+        height, width = self.scale.shape[0], int(self.size[0])
+        return torch.fft.irfft2(torch.view_as_complex(self.spectrum) * self.scale, s=(height, width), norm="ortho")
+
+    def set_signal(self, signal):
+        self.spectrum.copy_(torch.view_as_real(torch.fft.rfft2(signal, norm="ortho") / self.scale))
+
+
+@parameterization("pyramid", {
+    "levels": P("int", 6, check=at_least(1), doc=(
+        "The number of images: the full resolution, half of it, a quarter, ... (never below one pixel).")),
+})
+class Pyramid(Parameterization):
+    """The image is trained as a sum of images at several resolutions (each half the size of the one
+    before, upsampled bilinearly and added, as in Direct Ascent Synthesis). The coarse levels let a step
+    change large areas at once, the fine ones keep the detail. The sum is scaled by
+    `1 / sqrt(levels)`, so that `learnrate: 1` moves pixels about as far as with `pixels`. Setting an image
+    stores it as a Laplacian pyramid: each level holds what the coarser ones lack."""
+
+    def allocate(self, width, height):
+        self.sizes = [(width, height)]
+        while len(self.sizes) < self.options["levels"] and max(self.sizes[-1]) > 1:
+            w, h = self.sizes[-1]
+            self.sizes.append((max(1, round(w / 2)), max(1, round(h / 2))))
+        self.weight = 1.0 / math.sqrt(len(self.sizes))
+        self.levels = torch.nn.ParameterList([self._zeros(3, h, w) for w, h in self.sizes])
+
+    def signal(self):
+        image = self.levels[-1][None]
+        for k in range(len(self.levels) - 2, -1, -1):
+            image = _upsample(image, self.levels[k].shape[-2:]) + self.levels[k]
+        return image[0] * self.weight
+
+    def set_signal(self, signal):
+        blurred = [signal[None] / self.weight]
+        for w, h in self.sizes[1:]:
+            blurred.append(F.interpolate(blurred[-1], size=(h, w), mode="bilinear", align_corners=False,
+                                         antialias=True))
+        self.levels[-1].copy_(blurred[-1][0])
+        for level, fine, coarse in zip(self.levels[:-1], blurred[:-1], blurred[1:]):
+            level.copy_((fine - _upsample(coarse, fine.shape[-2:]))[0])
+
+
+def _upsample(image: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def create(choice, variables: dict, image: torch.Tensor, device) -> Parameterization:
+    """The parameterization `choice` (the validated `parameterization` entry) showing `image` [3, H, W]."""
+    canvas = choice.spec.fn(image.shape[-1], image.shape[-2], device, **choice.arguments(variables))
+    canvas.set_image(image)
+    return canvas
+
+
+def rebuilt(canvas: Parameterization, choice, resolution: list[int], interpolation: str,
+            variables: dict) -> Parameterization:
+    """`canvas` if it has this resolution and these options, else a new one showing its picture resampled
+    to `resolution` (the optimizer then needs the new tensors)."""
+    if canvas.resolution == list(resolution) and canvas.options == choice.arguments(variables):
+        return canvas
+    with torch.no_grad():
+        image = resize(canvas.unclamped()[None], *resolution, interpolation)[0]
+    return create(choice, variables, image, canvas.device)
