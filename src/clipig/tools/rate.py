@@ -3,7 +3,8 @@
 Numbers are cosine similarity * 100, the scale of the training statistics. A rated image goes through
 CLIP exactly like the engine's own pixels (bilinear resize to the CLIP input size), so rating a PNG that
 CLIPig wrote gives the similarity the engine measured for those pixels; reference images (`-i`) are
-encoded like image features of a target.
+encoded like image features of a target. With several `--model`s every text and image gets a column per
+model and one for their plain mean.
 """
 
 from __future__ import annotations
