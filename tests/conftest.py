@@ -5,7 +5,7 @@ import torch
 
 from clipig.config.loader import load
 from clipig.critic import load_critic
-from clipig.engine import Engine
+from clipig.engine import open_run
 
 torch.set_num_threads(2)
 
@@ -16,13 +16,14 @@ def _user_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CLIPIG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def tiny():
+    """The tiny random CLIP, the same object the engines of the test use (the critic cache holds it)."""
     return load_critic("random:tiny", "cpu")
 
 
-def make_engine(text: str, critic, *overrides: str, listeners=()) -> Engine:
+def make_engine(text: str, *overrides: str, listeners=()):
     """An Engine for YAML `text` (model random:tiny, cpu, verbose 0, seed 0 unless overridden)."""
     config = load(texts=[text], overrides=["model=random:tiny", "device=cpu", "verbose=0", "seed=0",
                                            *overrides])
-    return Engine(config, critic=critic, listeners=list(listeners))
+    return open_run(config, list(listeners))

@@ -18,14 +18,14 @@ def test_reference_configurations_exist_and_validate():
         assert config.targets
 
 
-def test_quick_run_prints_the_table_and_the_four_figures(capsys):
+def test_quick_run_prints_the_table_and_the_five_figures(capsys):
     code = bench.main(["--quick", "--model", "random:tiny", "--epochs", "2", "--warmup", "0", "--repeats", "1",
                        "curly-spoon", "animal-method1", "hires-1024"])
     out = capsys.readouterr().out
     assert code == 0
     for text in ("GEMM peak", "curly-spoon", "animal-method1", "hires-1024@224", "critic efficiency",
                  "pipeline overhead", "resolution scaling", "peak memory", "GiB", "hires-1024 fft",
-                 "hires-1024 pyramid", "parameterization share"):
+                 "hires-1024 pyramid", "parameterization share", "animal-method1+random:tiny:1", "ensemble of two"):
         assert text in out, text
     assert "error:" not in out
     figures = out[out.index("| figure"):]
@@ -42,17 +42,28 @@ def test_profile_shows_operators_and_functions(capsys):
 
 def test_timed_critic_sees_forward_and_backward(tiny):
     import torch
-    timed = bench.TimedCritic(tiny)
-    images = torch.rand(2, 3, tiny.input_size, tiny.input_size, requires_grad=True)
-    timed.encode_image(images).sum().backward()
-    seconds, calls = timed.take()
-    assert seconds > 0 and len(calls) == 1
-    assert calls[0]["shape"] == (2, 3, tiny.input_size, tiny.input_size)
-    assert calls[0]["backward_end"] >= calls[0]["backward_start"]
+
+    from clipig.critic import open_critic
+    ensemble, log = bench.timed(open_critic(["random:tiny", "random:tiny:1"]))
+    first, second = ensemble.critics
+    images = torch.rand(2, 3, 100, 100, requires_grad=True)
+    (first.encode_image([images]).sum() + second.encode_image(images).sum()).backward()
+    seconds, calls = bench.take(log)
+    assert seconds > 0 and [c["critic"].name for c in calls] == ["random:tiny", "random:tiny:1"]
+    assert calls[0]["shape"] == (2, 3, tiny.input_size, tiny.input_size)  # resized before the clock starts
+    assert all(c["backward_end"] >= c["backward_start"] for c in calls)
     with torch.no_grad():
-        timed.encode_image(images)  # feature caching etc. pass through untimed
-    assert timed.take() == (0.0, [])
-    assert timed.input_size == tiny.input_size
+        first.encode_image(images)  # feature caching etc. pass through untimed
+    assert bench.take(log) == (0.0, [])
+    assert first.input_size == tiny.input_size and ensemble.names == ["random:tiny", "random:tiny:1"]
+
+
+def test_ensemble_partner():
+    assert bench.ensemble_partner("random:ViT-B/32") == "random:ViT-B/32:1"
+    assert bench.ensemble_partner("random:tiny:1") == "random:tiny:2"
+    assert bench.ensemble_partner("ViT-B/32") == "random:ViT-B/32:1"
+    assert bench.ensemble_partner("ViT-B-32/laion2b_s34b_b79k") == "random:ViT-B-32:1"
+    assert bench.ensemble_partner("/models/my.pt") is None
 
 
 def test_unknown_configuration_is_an_error():

@@ -5,7 +5,7 @@ import torch
 
 from clipig.config.loader import load
 from clipig.config.registry import CONSTRAINTS, TRANSFORMS
-from clipig.engine import Engine
+from clipig.engine import open_run
 
 EVERYTHING = """
 epochs: 4
@@ -71,10 +71,10 @@ def test_every_transform_and_constraint_in_one_experiment(tiny):
     target = config.targets[0]
     assert {e.name for e in target.transforms} == set(TRANSFORMS)
     assert {e.name for e in target.constraints} == set(CONSTRAINTS)
-    engine = Engine(config, critic=tiny)
+    engine = open_run(config)
     before = engine.image()
     losses = []
-    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None)
     assert engine.run() == "done"
     image = engine.image()
     assert image.shape == (3, 40, 40) and before.shape == (3, 32, 32)

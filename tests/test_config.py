@@ -52,7 +52,7 @@ def test_expressions_are_cast_to_the_declared_type():
 
 def test_defaults_are_filled():
     c = cfg("targets:\n  - features:\n      - text: a")
-    assert c.epochs() == 300 and c.optimizer() == "adam" and c.model() == "ViT-B/32"
+    assert c.epochs() == 300 and c.optimizer() == "adam" and c.model() == [{"name": "ViT-B/32", "weight": 1.0}]
     t = c.targets[0]
     assert t.batch_size() == 1 and t.select() == "all" and t.name() == "target"
     assert t.features[0].loss() == "cosine" and t.features[0].weight() == 1.0

@@ -201,7 +201,7 @@ def test_all_constraints_run_in_the_engine(tiny):
     constraints = "\n".join("      - " + yaml.safe_dump({n: raw}, default_flow_style=True).strip()[1:-1]
                             for n, raw in sorted(EXAMPLES.items()))
     engine = make_engine("epochs: 2\nresolution: 16\ntargets:\n  - batch_size: 2\n    transforms:\n"
-                         "      - noise: 0.1\n    constraints:\n" + constraints, tiny)
+                         "      - noise: 0.1\n    constraints:\n" + constraints)
     engine.run()
     losses = [c["loss"]["mean"] for c in engine.statistics()[0]["constraints"]]
     assert len(losses) == len(EXAMPLES) and all(v is not None and v >= 0 for v in losses)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from clipig import critic
-from clipig.critic import ImageError, ModelError
+from clipig import critic, images, weights
+from clipig.images import ImageError
+from clipig.weights import ModelError
 
 
 @pytest.fixture(autouse=True)
@@ -148,8 +149,8 @@ def test_open_clip_checkpoints_are_routed_to_create_model(tmp_path, monkeypatch)
 def test_torchscript_detection(tmp_path):
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "jit.pt"))
     torch.save({"w": torch.zeros(1)}, tmp_path / "state.pt")
-    assert critic._is_torchscript(tmp_path / "jit.pt")
-    assert not critic._is_torchscript(tmp_path / "state.pt")
+    assert weights._is_torchscript(tmp_path / "jit.pt")
+    assert not weights._is_torchscript(tmp_path / "state.pt")
 
 
 # ---------------------------------------------------------------- downloads
@@ -169,16 +170,16 @@ def test_checksum_mismatch_leaves_no_file(monkeypatch, tmp_path):
     url = "https://example.com/clip/models/" + "0" * 64 + "/ViT-B-32.pt"
     serve(monkeypatch, {url: b"not the weights"})
     with pytest.raises(ModelError, match="Checksum mismatch"):
-        critic.download(url, tmp_path / "models" / "ViT-B-32.pt", critic._expected_sha256(url))
+        weights.download(url, tmp_path / "models" / "ViT-B-32.pt", weights._expected_sha256(url))
     assert not list((tmp_path / "models").iterdir())
 
 
 def test_expected_sha256():
     sha = "ab" * 32
-    assert critic._expected_sha256(f"https://openaipublic.azureedge.net/clip/models/{sha}/RN50.pt") == sha
+    assert weights._expected_sha256(f"https://openaipublic.azureedge.net/clip/models/{sha}/RN50.pt") == sha
     url = "https://github.com/mlfoundations/open_clip/releases/download/v0.2-weights/rn50-quickgelu-cc12m-f000538c.pt"
-    assert critic._expected_sha256(url) == "f000538c"
-    assert critic._expected_sha256("https://dl.fbaipublicfiles.com/MMPT/metaclip/b32_400m.pt") is None
+    assert weights._expected_sha256(url) == "f000538c"
+    assert weights._expected_sha256("https://dl.fbaipublicfiles.com/MMPT/metaclip/b32_400m.pt") is None
 
 
 def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
@@ -188,7 +189,7 @@ def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
 
     monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout=None: Broken(b"x" * 10))
     with pytest.raises(ConnectionResetError):
-        critic.download("https://example.com/file.pt", tmp_path / "file.pt")
+        weights.download("https://example.com/file.pt", tmp_path / "file.pt")
     assert not list(tmp_path.iterdir())
 
 
@@ -196,7 +197,7 @@ def test_fake_download_lands_atomically_and_is_reused(monkeypatch, cache):
     data = tiny_checkpoint()
     sha = hashlib.sha256(data).hexdigest()
     url = f"https://openaipublic.example/clip/models/{sha}/ViT-B-32.pt"
-    monkeypatch.setattr(critic, "_pretrained_cfg", lambda arch, tag: {"url": url})
+    monkeypatch.setattr(weights, "_pretrained_cfg", lambda arch, tag: {"url": url})
     calls = serve(monkeypatch, {url: data})
     first = critic.load_critic("ViT-B/32")
     assert calls == [url]
@@ -277,28 +278,28 @@ def test_similarity(tiny):
 def test_load_image(tmp_path):
     path = tmp_path / "red.png"
     path.write_bytes(png_bytes((255, 0, 0), (40, 30)))
-    image = critic.load_image(str(path))
+    image = images.load_image(str(path))
     assert image.shape == (3, 30, 40) and image.dtype == torch.float32
     assert torch.allclose(image[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
-    assert critic.load_image(str(path), 16).shape == (3, 16, 16)
-    assert critic.load_image(str(path), (20, 10)).shape == (3, 10, 20)
+    assert images.load_image(str(path), 16).shape == (3, 16, 16)
+    assert images.load_image(str(path), (20, 10)).shape == (3, 10, 20)
     Image.new("L", (8, 8), 128).save(tmp_path / "gray.png")
-    assert critic.load_image(str(tmp_path / "gray.png")).shape == (3, 8, 8)
+    assert images.load_image(str(tmp_path / "gray.png")).shape == (3, 8, 8)
 
 
 def test_load_image_errors(tmp_path):
     with pytest.raises(ImageError, match="not found.*nope.png"):
-        critic.load_image(str(tmp_path / "nope.png"))
+        images.load_image(str(tmp_path / "nope.png"))
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(ValueError, match="Could not read image"):
-        critic.load_image(str(tmp_path / "text.png"))
+        images.load_image(str(tmp_path / "text.png"))
     assert issubclass(ImageError, ModelError)
 
 
 def test_url_images_are_cached(tiny, monkeypatch, cache):
     url = "https://example.com/cat.png"
     calls = serve(monkeypatch, {url: png_bytes((0, 0, 255))})
-    image = critic.load_image(url, 32)
+    image = images.load_image(url, 32)
     assert image.shape == (3, 32, 32) and image[2].min() == 1.0
     assert (cache / "img" / hashlib.md5(url.encode()).hexdigest()).is_file()
     features = tiny.encode_image_files([url, url])
@@ -311,13 +312,13 @@ def test_url_images_are_cached(tiny, monkeypatch, cache):
 def test_url_image_errors(monkeypatch, cache):
     big, html = "https://example.com/big.png", "https://example.com/page.png"
     serve(monkeypatch, {big: b"x" * 2000, html: b"<html></html>"})
-    monkeypatch.setattr(critic, "IMAGE_MAX_BYTES", 1000)
+    monkeypatch.setattr(images, "IMAGE_MAX_BYTES", 1000)
     with pytest.raises(ImageError, match="larger than"):
-        critic.load_image(big)
+        images.load_image(big)
     with pytest.raises(ImageError, match="Could not read image"):
-        critic.load_image(html)
+        images.load_image(html)
     with pytest.raises(ImageError, match="no network"):
-        critic.load_image("https://example.com/offline.png")
+        images.load_image("https://example.com/offline.png")
     assert not list((cache / "img").iterdir())
 
 
@@ -326,7 +327,7 @@ def test_encode_image_files_matches_encode_image(tiny, tmp_path):
     path.write_bytes(png_bytes((10, 200, 30), (50, 70)))
     features = tiny.encode_image_files([str(path)])
     with torch.no_grad():
-        expected = tiny.encode_image(critic.load_image(str(path), 224)[None])
+        expected = tiny.encode_image(images.load_image(str(path), 224)[None])
     assert torch.allclose(features, expected)
 
 

@@ -25,16 +25,16 @@ targets:
 
 def similarity_to(engine, text: str) -> float:
     """CLIP similarity of the current image (resized to the critic input) to `text`."""
-    critic = engine.critic
+    critic = engine.critic.critics[0]
     image = F.interpolate(engine.image()[None], size=(critic.input_size,) * 2, mode="bilinear")
     with torch.no_grad():
         return float(critic.similarity(critic.encode_image(image), critic.encode_text([text]))[0, 0])
 
 
 def test_feature_loss_falls(tiny):
-    engine = make_engine(SPOON.format(epochs=50, batch=2, weight=1.0), tiny)
+    engine = make_engine(SPOON.format(epochs=50, batch=2, weight=1.0))
     losses = []
-    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None)
     engine.run()
     assert len(losses) == 50
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
@@ -42,7 +42,7 @@ def test_feature_loss_falls(tiny):
 
 @pytest.mark.parametrize("weight, direction", [(1.0, 1), (-1.0, -1)])
 def test_weight_sign_moves_similarity(tiny, weight, direction):
-    engine = make_engine(SPOON.format(epochs=30, batch=2, weight=weight), tiny)
+    engine = make_engine(SPOON.format(epochs=30, batch=2, weight=weight))
     before = similarity_to(engine, "a curly spoon")
     engine.run()
     after = similarity_to(engine, "a curly spoon")
@@ -64,7 +64,7 @@ targets:
       - random_shift: 0 1
       - noise: 0.3
 """
-    engine = make_engine(text, tiny)
+    engine = make_engine(text)
     seen = []
     encode = tiny.encode_image
 
@@ -77,10 +77,10 @@ targets:
             seen.append(features.detach())
             return features
 
-    engine.critic = Spy()
+    engine.critic.critics[0] = Spy()
     engine.run()
     target = engine.targets[0]
-    sims = F.normalize(seen[0], dim=-1) @ target.normed.T
+    sims = F.normalize(seen[0], dim=-1) @ target.normed[0].T
     expected = torch.bincount(sims.argmax(1), minlength=3).tolist()
     stats = engine.statistics()[0]["features"]
     assert [f["count"] for f in stats] == expected
@@ -102,7 +102,7 @@ targets:
       - text: b
         weight: 2
 """
-        engine = make_engine(text, tiny)
+        engine = make_engine(text)
         engine.run()
         stats = engine.statistics()[0]["features"]
         assert sum(f["count"] for f in stats) == (6 if select == "worst" else 12)
@@ -113,7 +113,7 @@ targets:
 def test_same_seed_same_image_other_seed_other_image(tiny):
     images = []
     for seed in (1, 1, 2):
-        engine = make_engine(SPOON.format(epochs=3, batch=2, weight=1.0), tiny, f"seed={seed}")
+        engine = make_engine(SPOON.format(epochs=3, batch=2, weight=1.0), f"seed={seed}")
         engine.run()
         images.append(engine.image())
     assert torch.equal(images[0], images[1])
@@ -128,9 +128,9 @@ targets:
   - features:
       - text: a
 """
-    engine = make_engine(text, tiny)
+    engine = make_engine(text)
     sizes = []
-    engine.listeners.append(lambda e: sizes.append(tuple(e.engine.image().shape)) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: sizes.append(tuple(e.image().shape)) if e.kind == "epoch" else None)
     engine.run()
     assert sizes == [(3, 16, 16), (3, 16, 16), (3, 32, 32), (3, 32, 32)]
 
@@ -145,7 +145,7 @@ targets:
       - mean:
           above: .8
 """
-    engine = make_engine(text, tiny)
+    engine = make_engine(text)
     before = engine.image().mean()
     engine.run()
     assert engine.image().mean() > before + 0.2
@@ -163,7 +163,7 @@ postproc:
       size: 2
       color: 0.15 0.1 0.05
 """
-    engine = make_engine(text, tiny)
+    engine = make_engine(text)
     engine.run()
     image = engine.image()
     assert torch.allclose(image[:, 0, :], torch.tensor([0.15, 0.1, 0.05])[:, None].expand(3, 16))
@@ -182,7 +182,7 @@ targets:
       - text: b
         start: 6
 """
-    engine = make_engine(text, tiny)
+    engine = make_engine(text)
     engine.run()
     first, second = engine.statistics()
     assert first["epochs"] == 5
@@ -191,29 +191,29 @@ targets:
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprob", "adadelta"])
 def test_every_optimizer_changes_the_pixels(tiny, optimizer):
-    engine = make_engine(SPOON.format(epochs=2, batch=1, weight=1.0), tiny, f"optimizer={optimizer}")
+    engine = make_engine(SPOON.format(epochs=2, batch=1, weight=1.0), f"optimizer={optimizer}")
     before = engine.image()
     engine.run()
     assert not torch.equal(before, engine.image())
 
 
 def test_learnrate_zero_keeps_the_pixels(tiny):
-    engine = make_engine(SPOON.format(epochs=3, batch=1, weight=1.0), tiny, "learnrate=0")
+    engine = make_engine(SPOON.format(epochs=3, batch=1, weight=1.0), "learnrate=0")
     before = engine.image()
     engine.run()
     assert torch.equal(before, engine.image())
 
 
 def test_init_image_tensor_and_start_epoch_continue(tiny):
-    first = make_engine(SPOON.format(epochs=4, batch=1, weight=1.0), tiny)
+    first = make_engine(SPOON.format(epochs=4, batch=1, weight=1.0))
     first.run()
     from clipig.config.loader import load_data
     from clipig.config.schema import validate
-    from clipig.engine import Engine
+    from clipig.engine import open_run
     data = load_data(texts=[SPOON.format(epochs=6, batch=1, weight=1.0)],
                      overrides=["model=random:tiny", "verbose=0", "seed=0", "start_epoch=4"])
     data["init"] = {"image_tensor": first.image().tolist()}
-    second = Engine(validate(data), critic=tiny)
+    second = open_run(validate(data))
     assert torch.allclose(second.image(), first.image(), atol=1e-6)
     epochs = []
     second.listeners.append(lambda e: epochs.append(e.epoch) if e.kind == "epoch" else None)
@@ -222,8 +222,8 @@ def test_init_image_tensor_and_start_epoch_continue(tiny):
 
 
 def test_stop_request_ends_after_the_current_epoch(tiny):
-    engine = make_engine(SPOON.format(epochs=50, batch=1, weight=1.0), tiny)
-    engine.listeners.append(lambda e: e.engine.stop() if e.kind == "epoch" and e.engine.epoch == 3 else None)
+    engine = make_engine(SPOON.format(epochs=50, batch=1, weight=1.0))
+    engine.listeners.append(lambda e: e.stop() if e.kind == "epoch" and e.epoch == 3 else None)
     assert engine.run() == "stopped"
     assert engine.epoch == 3
 
@@ -231,7 +231,7 @@ def test_stop_request_ends_after_the_current_epoch(tiny):
 def test_runtime_expression_error_stops_with_a_clear_message(tiny):
     from clipig.config.errors import ConfigError
     text = SPOON.format(epochs=10, batch=1, weight="1 / (epoch - 2)")
-    engine = make_engine(text, tiny)
+    engine = make_engine(text)
     with pytest.raises(ConfigError, match=r"targets\[0\]\.features\[0\]\.weight.*epoch 2"):
         engine.run()
 
@@ -239,13 +239,13 @@ def test_runtime_expression_error_stops_with_a_clear_message(tiny):
 def test_start_epoch_past_the_end_is_a_config_error(tiny):
     from clipig.config.errors import ConfigError
     with pytest.raises(ConfigError, match=r"start_epoch: 5 is past the end of training \(epochs: 2\)"):
-        make_engine("epochs: 2\nstart_epoch: 5\ntargets:\n  - features:\n      - text: a\n", tiny)
+        make_engine("epochs: 2\nstart_epoch: 5\ntargets:\n  - features:\n      - text: a\n")
 
 
 def test_a_feature_never_active_shows_no_weight(tiny):
     from clipig.report import statistics_table
     engine = make_engine("epochs: 3\nresolution: 32\ntargets:\n  - features:\n      - text: a\n"
-                         "      - text: b\n        start: 5\n", tiny)
+                         "      - text: b\n        start: 5\n")
     engine.run()
     features = engine.statistics()[0]["features"]
     assert features[0]["weight"] == 1.0 and features[1]["weight"] is None

@@ -329,3 +329,20 @@ def test_a_fourier_decorrelated_run_trains_continues_and_resets(server, page):
     assert min(page.evaluate("window.epochs")) < stopped_at
     page.keyboard.press("Alt+x")
     wait_status(page, "stopped")
+
+
+def test_an_ensemble_trains_and_shows_each_models_similarity(server, page):
+    from playwright.sync_api import expect
+    page.goto(server.url)
+    editor = page.locator("#editor")
+    editor.fill(CONFIG.replace("model: random:tiny", "model: [random:tiny, {name: random:tiny:1, weight: 2}]")
+                + "parameterization: {type: fft, decorrelate: true}\n")
+    expect(page.locator("#problems")).to_have_class("ok")
+    page.click("#reset")
+    wait_status(page, "running")
+    page.wait_for_function("Number(document.getElementById('progress-text').dataset.epoch) >= 3", timeout=30_000)
+    expect(page.locator("#table")).to_contain_text("random:tiny:1", timeout=10_000)  # a row per model
+    page.keyboard.press("Alt+x")
+    wait_status(page, "stopped")
+    editor.fill(CONFIG.replace("  - features:", "  - model: RN50\n    features:"))  # not one of the run's models
+    expect(page.locator("#problems")).to_contain_text("'RN50' is not one of the run's models")

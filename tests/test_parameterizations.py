@@ -8,7 +8,7 @@ import yaml
 from clipig.config.errors import ConfigError
 from clipig.config.loader import load
 from clipig.config.registry import PARAMETERIZATIONS
-from clipig.engine import Engine
+from clipig.engine import open_run
 from clipig.output import save_png, sidecar_text
 from clipig.parameterizations import create, rebuilt
 from clipig.pixels import resize
@@ -101,7 +101,7 @@ def test_resizing_keeps_the_picture(kind):
 def test_post_processing_edits_the_image_it_shows(kind, tiny):
     """No targets, so only post-processing changes the image: a border drawn, the rest as it was."""
     engine = make_engine(f"parameterization: {kind}\nresolution: 20 16\nepochs: 1\n"
-                         "postproc:\n  - border: {size: 2, color: 0.1 0.2 0.3}\n", tiny)
+                         "postproc:\n  - border: {size: 2, color: 0.1 0.2 0.3}\n")
     before = engine.image()
     engine.step()
     after = engine.image()
@@ -113,7 +113,7 @@ def test_post_processing_edits_the_image_it_shows(kind, tiny):
 def test_an_init_image_comes_out_as_that_image(kind, tiny, tmp_path):
     image = picture(24, 24)
     save_png(image, tmp_path / "start.png")
-    engine = make_engine(f"parameterization: {kind}\nresolution: 24\nepochs: 1\n", tiny,
+    engine = make_engine(f"parameterization: {kind}\nresolution: 24\nepochs: 1\n",
                          f"init.image={tmp_path / 'start.png'}")
     assert torch.allclose(engine.image(), (image * 255).round() / 255, atol=1e-5)
 
@@ -121,10 +121,10 @@ def test_an_init_image_comes_out_as_that_image(kind, tiny, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_continuing_from_the_unclamped_image_continues_exactly(kind, tiny):
     """The GUI (stop, edit, continue) and snapshots restore through `init.image_tensor`."""
-    first = make_engine(SPOON + f"parameterization: {kind}\n", tiny)
+    first = make_engine(SPOON + f"parameterization: {kind}\n")
     first.run()
     state = first.image(unclamped=True)
-    second = make_engine(SPOON + f"parameterization: {kind}\n", tiny, "epochs=5", "start_epoch=3",
+    second = make_engine(SPOON + f"parameterization: {kind}\n", "epochs=5", "start_epoch=3",
                          f"init.image_tensor={state.tolist()}")
     assert torch.allclose(second.image(unclamped=True), state, atol=1e-5)
     state[0, 0, 0] += 1  # a copy, never the trained tensor itself
@@ -150,7 +150,7 @@ def test_a_run_with_resolution_and_option_changes_keeps_the_picture(kind, tiny):
     name = yaml.safe_load(kind)["type"]
     text = (SPOON.replace("resolution: 24", "resolution: 16 if t < .3 else 24")
             + f"parameterization:\n  type: {name}\n  {options[name]}\nlearnrate: 0\n")
-    engine = make_engine(text, tiny, "epochs=6")
+    engine = make_engine(text, "epochs=6")
     start = engine.image(unclamped=True)
     seen = []
     engine.listeners.append(lambda e: seen.append((engine.canvas, engine.image())) if e.kind == "epoch" else None)
@@ -177,10 +177,10 @@ def test_options_are_validated_with_paths():
 
 
 def test_the_sidecar_records_it_and_renders_the_same_again(tiny, tmp_path):
-    engine = make_engine(SPOON + "parameterization: {type: fft, decorrelate: true}\n", tiny)
+    engine = make_engine(SPOON + "parameterization: {type: fft, decorrelate: true}\n")
     engine.run()
     text = sidecar_text(engine.config, engine)
     assert yaml.safe_load(text)["parameterization"] == {"type": "fft", "decay": 1.0, "decorrelate": True}
-    again = Engine(load(texts=[text], overrides=["verbose=0"]), critic=tiny)
+    again = open_run(load(texts=[text], overrides=["verbose=0"]))
     again.run()
     assert torch.equal(again.image(), engine.image())

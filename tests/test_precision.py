@@ -34,9 +34,9 @@ PIXEL_TOLERANCE = 2e-3  # mean absolute difference of the final images in [0, 1]
 
 
 def run(critic, *overrides):
-    engine = make_engine(SPOON, critic, *overrides)
+    engine = make_engine(SPOON, *overrides)
     losses = []
-    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None)
     engine.run()
     return losses, engine.image()
 
@@ -68,7 +68,7 @@ def test_auto_is_fp32_on_cpu(tiny):
 
 def test_fp16_on_cpu_is_a_config_error(tiny):
     with pytest.raises(ConfigError) as error:
-        make_engine(SPOON, tiny, "precision=fp16")
+        make_engine(SPOON, "precision=fp16")
     message = str(error.value)
     assert "fp16" in message and "precision" in message
 

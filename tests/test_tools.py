@@ -18,8 +18,7 @@ from PIL import Image
 from clipig.config.errors import ConfigError
 from clipig.config.loader import load
 from clipig.config.schema import validate
-from clipig.critic import load_critic
-from clipig.engine import Engine
+from clipig.engine import open_run
 from clipig.output import save_png
 from clipig.tools import batch, rank, rate, workers
 
@@ -93,8 +92,7 @@ def batch_args(folder: Path, out: Path) -> list[str]:
 
 def test_rate_equals_the_engines_similarity(tmp_path, capsys):
     texts = ["a cat made of salami", "a penguin made of piano"]
-    critic = load_critic("random:tiny", "cpu")
-    first = Engine(load(texts=[RANK_CONFIG], overrides=["epochs=3", "seed=5"]), critic=critic)
+    first = open_run(load(texts=[RANK_CONFIG], overrides=["epochs=3", "seed=5"]))
     first.run()
     png = tmp_path / "cat.png"
     save_png(first.image(), png)
@@ -112,7 +110,7 @@ def test_rate_equals_the_engines_similarity(tmp_path, capsys):
     config = load(texts=["model: random:tiny\ndevice: cpu\nepochs: 1\nlearnrate: 0\nresolution: 16\n"
                          f"init: {{image: {png}}}\ntargets:\n  - features:\n"
                          + "".join(f"      - text: {t}\n" for t in texts)])
-    engine = Engine(config, critic=critic)
+    engine = open_run(config)
     engine.run()
     measured = [f["similarity"]["mean"] for f in engine.statistics()[0]["features"]]
     assert rated[str(png)] == pytest.approx(measured, abs=1e-3)

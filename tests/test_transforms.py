@@ -407,6 +407,6 @@ def test_the_whole_catalogue_runs_in_the_engine(tiny):
 
     targets = entries(sorted(EXAMPLES))
     postproc = entries(sorted(n for n in EXAMPLES if n not in RESIZING)).replace("      -", "  -")
-    engine = make_engine(CATALOGUE.format(transforms=targets, postproc=postproc), tiny)
+    engine = make_engine(CATALOGUE.format(transforms=targets, postproc=postproc))
     engine.run()
     assert engine.image().shape == (3, 24, 24) and torch.isfinite(engine.image()).all()

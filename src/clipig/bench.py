@@ -34,13 +34,15 @@ from pathlib import Path
 
 from . import threads
 
-GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30, "parameterization": 0.10}
+GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30, "parameterization": 0.10,
+         "ensemble": 1.05}
 DEFAULT_MODEL = "random:ViT-B/32"
 REFERENCE = ("curly-spoon-noise", "curly-spoon", "curly-spoons-mul", "lovecraft", "animal-method1",
              "animal-method2", "hires-1024")
 SCALING = ("hires-1024", 224)  # (config, resolution of the comparison run)
 PARAMETERIZED = ("hires-1024", ("fft", "pyramid"))  # (config, parameterizations it also runs with)
 MEMORY = ("animal-method1", 10)  # (config, batch size) of the memory probe
+ENSEMBLE = "animal-method1"  # also run as an ensemble of the model and a partner of the same architecture
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -120,20 +122,23 @@ PEAK = Peak()
 class TimedCritic:
     """Wraps a Critic: everything passes through; `encode_image` calls with gradients are timed (forward
     around the call, backward from the gradient arriving at the features to the gradient leaving for the
-    input images)."""
+    input batch) into `log`, which the members of an ensemble share. The views are brought to the input size
+    before the clock starts, as the engine did before the resize moved into the critic."""
 
-    def __init__(self, critic):
-        self._critic = critic
-        self.calls: list[dict] = []
+    def __init__(self, critic, log: list):
+        self._critic, self.log = critic, log
 
     def __getattr__(self, name):
         return getattr(self._critic, name)
 
     def encode_image(self, images, compiled: bool = False):
         import torch
+
+        from .critic import fit
+        images = fit(images, self._critic.input_size)
         if not (torch.is_grad_enabled() and images.requires_grad):
             return self._critic.encode_image(images, compiled)
-        record = {"shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
+        record = {"critic": self._critic, "shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
                   if torch.is_autocast_enabled("cpu") else None}
         start = time.perf_counter()
         features = self._critic.encode_image(images, compiled)
@@ -141,39 +146,48 @@ class TimedCritic:
         if features.requires_grad:
             features.register_hook(lambda grad: record.__setitem__("backward_start", time.perf_counter()))
             images.register_hook(lambda grad: record.__setitem__("backward_end", time.perf_counter()))
-        self.calls.append(record)
+        self.log.append(record)
         return features
 
-    def take(self) -> tuple[float, list[dict]]:
-        """CLIP seconds (forward + backward) of the calls since the last take, and those calls."""
-        calls, self.calls = self.calls, []
-        total = 0.0
-        for c in calls:
-            total += c["forward"]
-            if "backward_end" in c and "backward_start" in c:
-                total += c["backward_end"] - c["backward_start"]
-        return total, calls
+
+def timed(ensemble) -> tuple:
+    """The ensemble with every member timed, and the log their calls go into."""
+    from .critic import Ensemble
+    log: list[dict] = []
+    return Ensemble([TimedCritic(c, log) for c in ensemble.critics], ensemble.weights), log
+
+
+def take(log: list) -> tuple[float, list[dict]]:
+    """CLIP seconds (forward + backward) of the calls in `log` since the last take, and those calls."""
+    calls = log[:]
+    log.clear()
+    total = 0.0
+    for c in calls:
+        total += c["forward"]
+        if "backward_end" in c and "backward_start" in c:
+            total += c["backward_end"] - c["backward_start"]
+    return total, calls
 
 
 class EpochClock:
     """Listener: wall time of each epoch (event to event, so every listener's work is inside) and the CLIP
-    time of the same epoch."""
+    time of the same epoch (from the log of a `timed` critic)."""
 
-    def __init__(self, critic: TimedCritic):
-        self.critic = critic
+    def __init__(self):
+        self.log: list[dict] = []
         self.last = 0.0
         self.epochs: list[tuple[float, float]] = []  # (epoch seconds, CLIP seconds)
-        self.shapes: list[tuple] = []
+        self.calls: list[dict] = []  # the CLIP calls of the last epoch that had some
         self.precision = "fp32"
 
     def __call__(self, event) -> None:
         now = time.perf_counter()
         if event.kind == "start":
-            self.critic.take()
+            take(self.log)
         elif event.kind == "epoch":
-            clip, calls = self.critic.take()
+            clip, calls = take(self.log)
             self.epochs.append((now - self.last, clip))
-            self.shapes = [c["shape"] for c in calls] or self.shapes
+            self.calls = calls or self.calls
             if calls and calls[0]["dtype"] is not None:
                 self.precision = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(calls[0]["dtype"]),
                                                                                          str(calls[0]["dtype"]))
@@ -226,10 +240,10 @@ def load_config(path: Path, args, overrides=()):
                                    *overrides])
 
 
-def make_engine(config, critic, outdir: Path, listeners=()):
-    """The engine as `clipig render` runs it: with its progress/statistics listener (into a buffer) and the
+def make_engine(config, outdir: Path, listeners=()):
+    """The engine as `clipig render` opens it: with its progress/statistics listener (into a buffer) and the
     output writer (snapshots into a temporary folder)."""
-    from .engine import Engine
+    from .engine import open_run
     from .output import OutputWriter
     extra = []
     with contextlib.suppress(Exception):
@@ -237,7 +251,7 @@ def make_engine(config, critic, outdir: Path, listeners=()):
         extra.append(Progress(config.verbose(), stream=io.StringIO()))
     with contextlib.suppress(Exception):
         extra.append(OutputWriter(config, outdir / "bench.png"))
-    return Engine(config, critic=critic, listeners=[*extra, *listeners])
+    return open_run(config, [*extra, *listeners])
 
 
 @dataclass
@@ -265,7 +279,7 @@ class Row:
         return self.flops / self.alone / peak if self.alone and peak else 0.0
 
 
-def run_config(name: str, path: Path, critic, args, overrides=()) -> Row:
+def run_config(name: str, path: Path, args, overrides=()) -> Row:
     from .config.errors import ConfigError
     row = Row(name, path.stem, overrides=tuple(overrides))
     try:
@@ -273,11 +287,11 @@ def run_config(name: str, path: Path, critic, args, overrides=()) -> Row:
     except (ConfigError, Exception) as e:  # noqa: BLE001 - a broken config is a row, not a crash
         row.error = f"{type(e).__name__}: {e}".splitlines()[0][:120]
         return row
-    timed = TimedCritic(critic)
-    clock = EpochClock(timed)
+    clock = EpochClock()
     with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
         try:
-            engine = make_engine(config, timed, Path(tmp), [clock])
+            engine = make_engine(config, Path(tmp), [clock])
+            engine.critic, clock.log = timed(engine.critic)  # the stopwatch goes between the engine and CLIP
             engine.run()
         except Exception as e:  # noqa: BLE001
             row.error = f"{type(e).__name__}: {e}".splitlines()[0][:120]
@@ -291,12 +305,31 @@ def run_config(name: str, path: Path, critic, args, overrides=()) -> Row:
     row.overhead = statistics.median(1.0 - c / e for e, c in measured if e > 0)
     row.precision = clock.precision
     row.canvas = canvas_pass(engine.canvas, args.repeats)
-    if clock.shapes:
-        shape = (sum(s[0] for s in clock.shapes), *clock.shapes[0][1:])
-        row.batch = shape[0]
-        row.flops, row.alone = clip_pass(critic, shape, getattr(engine, "autocast", contextlib.nullcontext),
-                                         args.repeats)
+    views: dict = {}  # critic -> (views of the epoch, shape of one call)
+    for call in clock.calls:
+        count, _ = views.get(call["critic"], (0, None))
+        views[call["critic"]] = (count + call["shape"][0], call["shape"])
+    for critic, (count, shape) in views.items():  # an ensemble: the sum of its members' passes alone
+        flops, alone = clip_pass(critic, (count, *shape[1:]), getattr(engine, "autocast", contextlib.nullcontext),
+                                 args.repeats)
+        row.batch, row.flops, row.alone = max(row.batch, count), row.flops + flops, row.alone + alone
     return row
+
+
+def ensemble_partner(model: str) -> str | None:
+    """A model of the same architecture as `model` with other (random) weights, for the ensemble row: it costs
+    the same CLIP pass and needs no download. None for checkpoint files."""
+    import re
+
+    from .weights import OPENAI_NAMES
+    seeded = re.fullmatch(r"(random:.+):(\d+)", model)
+    if seeded:
+        return f"{seeded.group(1)}:{int(seeded.group(2)) + 1}"
+    if model.startswith("random:"):
+        return f"{model}:1"
+    if model in OPENAI_NAMES or re.fullmatch(r"[\w.-]+/[\w.-]+", model):
+        return f"random:{model if model in OPENAI_NAMES else model.split('/')[0]}:1"
+    return None
 
 
 def efficiency_sweep(critic, batches, repeats: int, autocast=None) -> list[tuple[int, float, float]]:
@@ -328,11 +361,9 @@ def memory_probe(args) -> int | None:
 def _memory_child(args) -> int:
     import resource
 
-    from .critic import load_critic
     config = load_config(Path(args.memory_probe), args)
-    critic = load_critic(config.model(), args.device)
     with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
-        make_engine(config, critic, Path(tmp)).run()
+        make_engine(config, Path(tmp)).run()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"maxrss": maxrss, "hwm": peak_rss() or maxrss}))
     return 0
@@ -348,7 +379,7 @@ def peak_rss() -> int | None:
     return None
 
 
-def profile_config(name: str, path: Path, critic, args, overrides=(), epochs: int = 3, top: int = 18) -> str:
+def profile_config(name: str, path: Path, args, overrides=(), epochs: int = 3, top: int = 18) -> str:
     """Where the time of a few epochs goes: torch.profiler operators and a cProfile of the Python side."""
     import cProfile
     import pstats
@@ -357,7 +388,7 @@ def profile_config(name: str, path: Path, critic, args, overrides=(), epochs: in
     config = load_config(path, args, [*overrides, f"epochs={1 + 2 * epochs}"])
     out = []
     with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
-        engine = make_engine(config, critic, Path(tmp))
+        engine = make_engine(config, Path(tmp))
         engine.step()
         engine.epoch += 1
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -417,7 +448,7 @@ def verdict(value, goal, smaller_is_better: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory) -> str:
+def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory, ensemble=None) -> str:
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}"
            + (f" ({info['flags']})" if info["flags"] else ""),
            "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
@@ -469,6 +500,9 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
         [f"5. parameterization share of the epoch ({PARAMETERIZED[0]}, worst of {', '.join(PARAMETERIZED[1])})",
          "n/a" if costly is None else f"{cost * 100:.1f}% ({costly.name.split()[-1]})",
          f"<= {GOALS['parameterization'] * 100:.0f}%", verdict(cost, GOALS["parameterization"], True)],
+        [f"6. ensemble of two ({ENSEMBLE}: epoch / (one model's epoch + its CLIP pass))",
+         "n/a" if ensemble is None else f"{ensemble:.2f}", f"<= {GOALS['ensemble']:.2f}",
+         verdict(ensemble, GOALS["ensemble"], True)],
     ]
     out += ["", table(["figure", "measured", "goal", ""], figures)]
     return "\n".join(out)
@@ -525,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         return _memory_child(args)
     from .critic import load_critic
     configs = find_configs(args.configs, args)
+    partner = ensemble_partner(args.model)
     load = OtherLoad()
     info = machine()
     print(f"clipig bench: {len(configs)} configurations, model {args.model}, {info['cpu']}, "
@@ -539,14 +574,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in configs:
         print(f"  {name} ...", file=sys.stderr, flush=True)
         PEAK.sample()
-        rows.append(run_config(name, path, critic, args))
+        rows.append(run_config(name, path, args))
         if name == SCALING[0]:
             print(f"  {name} at {SCALING[1]}² ...", file=sys.stderr, flush=True)
-            rows.append(run_config(f"{name}@{SCALING[1]}", path, critic, args, [f"resolution={SCALING[1]}"]))
+            rows.append(run_config(f"{name}@{SCALING[1]}", path, args, [f"resolution={SCALING[1]}"]))
         if name == PARAMETERIZED[0]:
             for kind in PARAMETERIZED[1]:
                 print(f"  {name} with {kind} ...", file=sys.stderr, flush=True)
-                rows.append(run_config(f"{name} {kind}", path, critic, args, [f"parameterization={kind}"]))
+                rows.append(run_config(f"{name} {kind}", path, args, [f"parameterization={kind}"]))
+        if name == ENSEMBLE and partner:
+            print(f"  {name} with the ensemble [{args.model}, {partner}] ...", file=sys.stderr, flush=True)
+            rows.append(run_config(f"{name}+{partner}", path, args, [f"model={json.dumps([args.model, partner])}"]))
     sweep = []
     if args.sweep:
         print("  CLIP pass alone ...", file=sys.stderr, flush=True)
@@ -572,14 +610,18 @@ def main(argv: list[str] | None = None) -> int:
     high, low = by_name.get(SCALING[0]), by_name.get(f"{SCALING[0]}@{SCALING[1]}")
     if high and low:
         scaling = high.fastest / low.fastest  # the least disturbed epochs
-    print(report(info, args, peak, rows, sweep, scaling, memory))
+    ensemble = None
+    one, two = by_name.get(ENSEMBLE), by_name.get(f"{ENSEMBLE}+{partner}")
+    if one and two:
+        ensemble = two.epoch / (one.epoch + one.clip)  # two CLIP passes, the rest of the epoch once
+    print(report(info, args, peak, rows, sweep, scaling, memory, ensemble))
     if args.profile:
         worst = sorted((r for r in rows if not r.error), key=lambda r: -r.overhead)[:args.profile]
         paths = dict(configs)
         for r in worst:
             print(f"  profiling {r.name} ...", file=sys.stderr, flush=True)
             try:
-                print("\n" + profile_config(r.name, paths[r.config], critic, args, r.overrides))
+                print("\n" + profile_config(r.name, paths[r.config], args, r.overrides))
             except Exception as e:  # noqa: BLE001 - the profile steps the engine by hand; report, go on
                 print(f"\n(profile of {r.name} failed: {type(e).__name__}: {e})")
     return 0

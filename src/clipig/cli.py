@@ -92,9 +92,12 @@ def original_argv(argv: list[str]) -> list[str]:
 
 
 def _yaml_scalar(text: str) -> str:
-    """Keep strings like `ViT-B/32` or `out/` strings when read back as YAML."""
+    """Keep strings like `ViT-B/32` or `out/` strings when read back as YAML; `[a, b]` stays a YAML list (an
+    ensemble: `--model "[ViT-B/32, RN50]"`)."""
     import json
-    return text if text.lstrip("-").replace(".", "", 1).isdigit() else json.dumps(text)
+    if text.lstrip("-").replace(".", "", 1).isdigit() or text.strip().startswith("["):
+        return text
+    return json.dumps(text)
 
 
 class Progress:
@@ -111,23 +114,23 @@ class Progress:
         from tqdm import tqdm
 
         from .report import statistics_table
-        engine, now = event.engine, time.monotonic()
+        now = time.monotonic()
         if event.kind == "start":
-            self.bar = tqdm(total=engine.epochs, initial=engine.epoch, unit="epoch", file=self.stream,
+            self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", file=self.stream,
                             dynamic_ncols=True, mininterval=0.25)
             self.last_stats = now
         elif event.kind == "epoch" and self.bar is not None:
             self.bar.update(1)
             if now - self.last_bar > 0.25:
-                self.bar.set_postfix(loss=f"{float(event.data['loss']):.4f}", refresh=False)
+                self.bar.set_postfix(loss=f"{float(event.loss):.4f}", refresh=False)
                 self.last_bar = now
             if self.verbose >= 2 and now - self.last_stats >= self.stats_every:
-                self.bar.write(statistics_table(engine.statistics(window=True)), file=self.stream)
+                self.bar.write(statistics_table(event.statistics(window=True)), file=self.stream)
                 self.last_stats = now
         elif event.kind == "end" and self.bar is not None:
             self.bar.close()
             if self.verbose >= 2:
-                print(statistics_table(engine.statistics()), file=self.stream)
+                print(statistics_table(event.statistics()), file=self.stream)
 
 
 def render(argv: list[str]) -> int:
@@ -135,7 +138,7 @@ def render(argv: list[str]) -> int:
     from .config.errors import ConfigError
     from .config.loader import STDIN, load_data
     from .config.schema import validate
-    from .critic import load_critic, resolve_device
+    from .critic import open_critic
     from .engine import Engine
     from .output import OutputWriter, output_path
 
@@ -145,14 +148,14 @@ def render(argv: list[str]) -> int:
     data = load_data(args.files, overrides=overrides_of(args))
     config = validate(data)
     wanted = output_path(config.output(), "output" if args.files[-1] == STDIN else args.files[-1])
-    critic = load_critic(config.model(), resolve_device(config.device()))
+    critic = open_critic(config.model(), config.device())
     seed = config.seed() if config.seed is not None else None
     for i in range(args.repeat):
         if i and seed is not None:
             data["seed"] = seed + i
             config = validate(data)
         writer = OutputWriter(config, wanted)
-        engine = Engine(config, critic=critic, listeners=[Progress(config.verbose()), writer])
+        engine = Engine(config, critic, [Progress(config.verbose()), writer])
         try:
             engine.run()
         except KeyboardInterrupt:
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     from .config.errors import ConfigError
     warnings.showwarning = _show_warning
     from .config.expressions import ExpressionError
-    from .critic import ImageError, ModelError
+    from .images import ImageError
+    from .weights import ModelError
     command = argv[0] if argv and argv[0] in COMMANDS else "render"
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
     try:

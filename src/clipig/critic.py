@@ -1,191 +1,37 @@
-"""The CLIP "critic": loads a frozen CLIP model and turns pixels/texts/images into features.
+"""The CLIP critic of a run: `open_critic` opens one model or an ensemble, as boring to call as open_clip's
+`create_model`. A `Critic` is one frozen model with its preprocessing and feature caches; an `Ensemble` is
+the critic the engine sees: one or more weighted `Critic`s.
 
-Model names accepted by `load_critic`:
+Model names (resolved by `_build_model`, the one place that knows them):
   * OpenAI names: ``RN50 ... ViT-L/14@336px``
   * open_clip ``ARCH/TAG`` names, e.g. ``ViT-B-32/laion2b_s34b_b79k``
   * checkpoint files: ``/path/ViT-B-32.pt`` (OpenAI JIT/state dict) or ``ARCH:/path/file.pt|.safetensors``
-  * ``random:ARCH`` (seeded random weights, no download) and ``random:tiny`` (a very small CLIP for tests)
+  * ``random:ARCH`` or ``random:ARCH:SEED`` (random weights of a seed, 0 by default; no download) and
+    ``random:tiny`` (a very small CLIP for tests)
+Downloads and checkpoint formats live in `weights.py`, image files in `images.py`.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
-import http.client
 import logging
 import os
-import pathlib
-import posixpath
 import re
-import sys
-import tempfile
-import urllib.error
-import urllib.request
-import warnings
 
 import torch
 import torch.nn.functional as F
 
-from . import fast_vision
+from . import fast_vision, weights
+from .images import load_image, source_key
+from .weights import OPENAI_NAMES, ModelError, one_line
 
-OPENAI_NAMES = {
-    "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
-    "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
-}
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
-MODEL_TIMEOUT = 60  # seconds without data before a weight download is aborted
-IMAGE_TIMEOUT = 30
-IMAGE_MAX_BYTES = 50 * 2**20
 
 _CRITICS: dict[tuple[str, str], "Critic"] = {}
 
 
-class ModelError(Exception):
-    """User-facing error; str() is the complete message."""
-
-
-class ImageError(ModelError, ValueError):
-    """An image could not be found, downloaded or decoded."""
-
-
-def cache_dir() -> pathlib.Path:
-    """$CLIPIG_CACHE or ~/.cache/clipig, created on demand."""
-    path = pathlib.Path(os.environ.get("CLIPIG_CACHE") or pathlib.Path.home() / ".cache" / "clipig").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _one_line(error: BaseException, limit: int = 200) -> str:
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_url(source: str) -> bool:
-    return str(source).lower().startswith(("http://", "https://"))
-
-
-# ---------------------------------------------------------------- downloads
-
-def download(url: str, dest, sha256: str | None = None, timeout: float = MODEL_TIMEOUT,
-             max_bytes: int | None = None) -> pathlib.Path:
-    """Stream `url` into `dest` atomically (temp file in the same dir + os.replace).
-
-    `sha256` (a full digest or a prefix) is verified while streaming; a mismatch deletes the
-    temp file and raises ModelError. Network errors propagate (OSError / HTTPException)."""
-    from tqdm import tqdm
-
-    dest = pathlib.Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    digest, size = hashlib.sha256(), 0
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "clipig"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            total = int((getattr(response, "headers", None) or {}).get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, file=sys.stderr,
-                      disable=None, leave=False) as bar:
-                while chunk := response.read(1 << 20):
-                    size += len(chunk)
-                    if max_bytes and size > max_bytes:
-                        raise OSError(f"download is larger than {max_bytes / 2**20:g} MB, aborted")
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        if sha256 and not digest.hexdigest().startswith(sha256.lower()):
-            raise ModelError(f"Checksum mismatch for {url}\n  expected sha256 {sha256}\n"
-                             f"  got      {digest.hexdigest()}\nThe download was discarded; please retry.")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return dest
-
-
-def _expected_sha256(url: str) -> str | None:
-    """OpenAI URLs contain the full sha256 as a path segment; open_clip release files end in a prefix."""
-    parts = url.split("/")
-    if len(parts) > 1 and re.fullmatch(r"[0-9a-f]{64}", parts[-2]):
-        return parts[-2]
-    match = re.search(r"-([0-9a-f]{8,64})\.pth?$", parts[-1]) if "mlfoundations" in url else None
-    return match.group(1) if match else None
-
-
-def _pretrained_cfg(arch: str, tag: str) -> dict:
-    import open_clip
-    return open_clip.get_pretrained_cfg(arch, tag) or {}
-
-
-def _split_hub(hub: str) -> tuple[str, tuple[str, ...]]:
-    """'org/repo/' -> ('org/repo', default file names); 'org/repo/file' -> ('org/repo', ('file',))."""
-    repo_id, filename = posixpath.split(hub)
-    return repo_id, (filename,) if filename else HF_FILENAMES
-
-
-def _hf_download(hub: str, local_only: bool) -> str:
-    """Fetch open_clip weights for an `org/repo/[file]` hub entry into cache_dir()/hf."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    repo_id, filenames = _split_hub(hub)
-    for filename in filenames[:-1]:  # prefer .safetensors, if the repo has it
-        with contextlib.suppress(EntryNotFoundError):
-            return hf_hub_download(repo_id, filename, cache_dir=cache_dir() / "hf", local_files_only=local_only)
-    return hf_hub_download(repo_id, filenames[-1], cache_dir=cache_dir() / "hf", local_files_only=local_only)
-
-
-def _hub_reachable(errors: list[BaseException]) -> bool:
-    """Whether trying the hub is worthwhile: a server answered before, or a quick probe gets an answer."""
-    if errors:
-        return isinstance(errors[-1], urllib.error.HTTPError)  # e.g. a 404 from a retired CDN
-    from huggingface_hub.constants import ENDPOINT
-    try:
-        urllib.request.urlopen(urllib.request.Request(ENDPOINT, method="HEAD"), timeout=10).close()
-    except urllib.error.HTTPError:
-        pass
-    except (OSError, http.client.HTTPException) as e:
-        errors.append(e)
-        return False
-    return True
-
-
-def _download_error(name: str, errors: list[BaseException]) -> ModelError:
-    failed = "; ".join(_one_line(e) for e in errors) or "no download source known"
-    return ModelError(
-        f"Could not download the weights of CLIP model {name!r}.\n"
-        f"  error: {failed}\n"
-        f"  weights are looked for in {cache_dir() / 'models'} and {cache_dir() / 'hf'} (set $CLIPIG_CACHE to move)\n"
-        f"  to use a local checkpoint: 'model: /path/to/ViT-B-32.pt' in the config, or --model /path/to/ViT-B-32.pt\n"
-        f"  to run the pipeline without weights: --model random:ViT-B/32")
-
-
-def _fetch_weights(name: str, cfg: dict) -> tuple[pathlib.Path, bool]:
-    """Local file for a pretrained cfg (downloaded if needed), and whether it came from cfg['url']."""
-    url, hub = cfg.get("url"), cfg.get("hf_hub")
-    dest = cache_dir() / "models" / url.rsplit("/", 1)[-1] if url else None
-    if dest is not None and dest.is_file():
-        return dest, True
-    if hub:
-        with contextlib.suppress(Exception):
-            return pathlib.Path(_hf_download(hub, local_only=True)), False
-    errors: list[BaseException] = []
-    if url:
-        try:
-            return download(url, dest, _expected_sha256(url)), True
-        except (OSError, http.client.HTTPException) as e:
-            errors.append(e)
-    if hub and _hub_reachable(errors):  # also the fallback when e.g. the old OpenAI CDN is gone
-        try:
-            return pathlib.Path(_hf_download(hub, local_only=False)), False
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-    raise _download_error(name, errors)
-
-
-# ---------------------------------------------------------------- model building
+# ---------------------------------------------------------------- model names
 
 @contextlib.contextmanager
 def _quiet_random_init():
@@ -208,68 +54,20 @@ def _tiny_clip() -> torch.nn.Module:
                 text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
 
 
-def _build_random(arch: str):
+def _build_random(spec: str):
+    """`ARCH` or `ARCH:SEED` (seed 0 by default): random weights drawn from that seed."""
     import open_clip
+    arch, _, seed = spec.rpartition(":") if re.fullmatch(r".+:\d+", spec) else (spec, "", "0")
     arch = OPENAI_NAMES.get(arch, arch)
     if arch != "tiny" and arch not in open_clip.list_models():
         close = difflib.get_close_matches(arch, ["tiny", *open_clip.list_models(), *OPENAI_NAMES], n=5, cutoff=0.5)
         raise ModelError(f"Unknown architecture for random weights: {arch!r}."
                          + (f" Did you mean: {', '.join('random:' + c for c in close)}?" if close else ""))
     with torch.random.fork_rng(devices=[]), _quiet_random_init():
-        torch.manual_seed(0)
+        torch.manual_seed(int(seed))
         if arch == "tiny":
             return _tiny_clip(), "ViT-B-32"
         return open_clip.create_model(arch, pretrained_image=False, pretrained_text=False, device="cpu"), arch
-
-
-def _load_openai(path) -> torch.nn.Module:
-    """OpenAI JIT archive or OpenAI-format state dict; the architecture is read from the weights."""
-    import open_clip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.load deprecation noise
-        return open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
-
-
-def _is_torchscript(path: pathlib.Path) -> bool:
-    import zipfile
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("constants.pkl") for n in archive.namelist())
-
-
-def _build_pretrained(name: str, arch: str, tag: str):
-    import open_clip
-    cfg = _pretrained_cfg(arch, tag)
-    path, from_url = _fetch_weights(name, cfg)
-    if tag == "openai" and from_url:
-        return _load_openai(path), arch
-    preprocess = {k: cfg[k] for k in ("mean", "std") if k in cfg}
-    model = open_clip.create_model(arch, pretrained=str(path), device="cpu", force_quick_gelu=bool(cfg.get("quick_gelu")),
-                                   force_preprocess_cfg=preprocess)
-    return model, arch
-
-
-def _arch_from_filename(path: pathlib.Path) -> str | None:
-    import open_clip
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    candidates = [a for a in open_clip.list_models() if re.match(re.escape(a) + r"($|[-_.])", stem, re.I)]
-    return max(candidates, key=len) if candidates else None
-
-
-def _build_from_file(source: str, arch: str | None):
-    import open_clip
-    path = pathlib.Path(source).expanduser()
-    if not path.is_file():
-        raise ModelError(f"Checkpoint file not found: {path}")
-    openai_files = {OPENAI_NAMES[n].replace("-336", "-336px") for n in OPENAI_NAMES}
-    if _is_torchscript(path) or arch in OPENAI_NAMES or (arch is None and path.stem in openai_files):
-        return _load_openai(path), "ViT-B-32"
-    arch = arch or _arch_from_filename(path)
-    if arch is None:
-        raise ModelError(f"Cannot tell the architecture of {path} from its file name.\n"
-                         f"Name it explicitly as ARCH:/path, e.g. 'ViT-B-32:{path}' (see `clipig models`).")
-    return open_clip.create_model(arch, pretrained=str(path), device="cpu"), arch
 
 
 def _unknown_model(name: str) -> ModelError:
@@ -293,19 +91,29 @@ def _build_model(name: str):
     if name.startswith("random:"):
         return _build_random(name[len("random:"):])
     if name in OPENAI_NAMES:
-        return _build_pretrained(name, OPENAI_NAMES[name], "openai")
+        return weights.build_pretrained(name, OPENAI_NAMES[name], "openai")
     arch, sep, rest = name.partition(":")
     if sep and (arch in OPENAI_NAMES or arch in open_clip.list_models()):
-        return _build_from_file(rest, arch)
+        return weights.build_from_file(rest, arch)
     if tuple(name.split("/", 1)) in set(open_clip.list_pretrained()):
-        return _build_pretrained(name, *name.split("/", 1))
-    if (os.path.exists(os.path.expanduser(name)) or name.lower().endswith(CHECKPOINT_SUFFIXES)
+        return weights.build_pretrained(name, *name.split("/", 1))
+    if (os.path.exists(os.path.expanduser(name)) or name.lower().endswith(weights.CHECKPOINT_SUFFIXES)
             or name.startswith(("/", ".", "~", "\\"))):
-        return _build_from_file(name, None)
+        return weights.build_from_file(name, None)
     raise _unknown_model(name)
 
 
-# ---------------------------------------------------------------- the critic
+# ---------------------------------------------------------------- one model
+
+def fit(views, size: int) -> torch.Tensor:
+    """One batch of `views` (a [B,3,H,W] batch or a list of batches of any sizes) at size x size: the one place
+    where views are resized to a model's input (bilinear)."""
+    parts = [views] if torch.is_tensor(views) else list(views)
+    parts = [v if tuple(v.shape[-2:]) == (size, size) else
+             F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+             for v in parts]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
 
 class Critic:
     """A frozen CLIP model plus CLIP preprocessing and feature caches."""
@@ -329,13 +137,11 @@ class Critic:
     def __repr__(self):
         return f"Critic({self.name!r}, device={self.device}, input_size={self.input_size}, embed_dim={self.embed_dim})"
 
-    def encode_image(self, images: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        """[B,3,H,W] pixels in [0,1] -> raw float32 features [B,D]; differentiable w.r.t. the pixels.
-        `compiled`: through `torch.compile` of the image tower (compiled once per critic)."""
-        if tuple(images.shape[-2:]) != (self.input_size, self.input_size):
-            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
-                                   align_corners=False, antialias=False)
-        pixels = (images.to(self.device, torch.float32) - self._mean) / self._std
+    def encode_image(self, images, compiled: bool = False) -> torch.Tensor:
+        """Pixels in [0,1] -> raw float32 features [B,D]; differentiable w.r.t. the pixels. `images`: a
+        [B,3,H,W] batch or a list of batches of any sizes, resized to the input size (`fit`) and encoded in
+        one pass. `compiled`: through `torch.compile` of the image tower (compiled once per critic)."""
+        pixels = (fit(images, self.input_size).to(self.device, torch.float32) - self._mean) / self._std
         if compiled:
             return self._compiled_visual(pixels).float()
         return self.model.encode_image(pixels).float()
@@ -346,7 +152,7 @@ class Critic:
         try:
             return self._compiled(pixels)
         except RuntimeError as e:  # torch._dynamo's errors (a missing C compiler, unsupported operators)
-            raise ModelError(f"torch.compile failed for {self.name}: {_one_line(e, 300)}\n"
+            raise ModelError(f"torch.compile failed for {self.name}: {one_line(e, 300)}\n"
                              "Set `compile: false` (the default) to use the normal path.") from e
 
     @torch.no_grad()
@@ -361,7 +167,7 @@ class Critic:
     @torch.no_grad()
     def encode_image_files(self, sources: list[str]) -> torch.Tensor:
         """Image paths/URLs -> [N,D] features (images squashed to input_size), cached per source."""
-        keys = [_source_key(s) for s in sources]
+        keys = [source_key(s) for s in sources]
         missing = {k: s for k, s in zip(keys, sources) if k not in self._image_cache}
         if missing:
             batch = torch.stack([load_image(s, self.input_size) for s in missing.values()])
@@ -376,15 +182,6 @@ class Critic:
 
     def _stack(self, rows: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(rows) if rows else torch.empty(0, self.embed_dim, device=self.device)
-
-
-def _source_key(source: str):
-    if _is_url(source):
-        return source
-    with contextlib.suppress(OSError):
-        stat = os.stat(source)
-        return (os.path.abspath(source), stat.st_mtime_ns, stat.st_size)
-    return source
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -405,7 +202,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def load_critic(name: str, device: str | torch.device = "cpu") -> Critic:
-    """Load (or reuse) the critic for a model name on a device."""
+    """Load (or reuse) the critic of one model name on a device."""
     import open_clip
     name, device = name.strip(), resolve_device(device)
     key = (name, str(device))
@@ -416,7 +213,7 @@ def load_critic(name: str, device: str | torch.device = "cpu") -> Critic:
         except ModelError:
             raise
         except Exception as e:
-            raise ModelError(f"Could not load CLIP model {name!r}: {_one_line(e, 400)}") from e
+            raise ModelError(f"Could not load CLIP model {name!r}: {one_line(e, 400)}") from e
         _CRITICS[key] = Critic(name, model, tokenizer, device)
     return _CRITICS[key]
 
@@ -426,57 +223,64 @@ def clear_cache() -> None:
     _CRITICS.clear()
 
 
-# ---------------------------------------------------------------- images
+# ---------------------------------------------------------------- the critic of a run
 
-def _fetch_image(url: str) -> pathlib.Path:
-    dest = cache_dir() / "img" / hashlib.md5(url.encode()).hexdigest()
-    if not dest.is_file():
-        try:
-            download(url, dest, timeout=IMAGE_TIMEOUT, max_bytes=IMAGE_MAX_BYTES)
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            raise ImageError(f"Could not download image {url}: {_one_line(e)}") from e
-    return dest
+def model_weights(models) -> dict[str, float]:
+    """{name: weight} of a `model` value: a name, or a list of names and `{name, weight}` items. A model named
+    twice is one model with the sum of the weights."""
+    result: dict[str, float] = {}
+    for item in [models] if isinstance(models, str) else models:
+        name, weight = (item, 1.0) if isinstance(item, str) else (item["name"], float(item.get("weight", 1.0)))
+        result[name.strip()] = result.get(name.strip(), 0.0) + weight
+    return result
 
 
-def load_image(source: str, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """Path or URL -> [3,H,W] float in [0,1]; resized to `size` ((w, h) or square int) ignoring aspect."""
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
+class Ensemble:
+    """The critic of a run: one or more frozen CLIP models with weights. A feature's similarity (and loss) is
+    the weighted mean of the models' similarities (and losses), with the weights of the models a target uses
+    normalised to sum 1. Each model sees the shared views resized to its own input size."""
 
-    path = _fetch_image(source) if _is_url(source) else pathlib.Path(source).expanduser()
-    try:
-        with Image.open(path) as img:
-            image = img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageError(f"Image not found: {source}") from None
-    except (OSError, Image.DecompressionBombError) as e:
-        if _is_url(source):
-            path.unlink(missing_ok=True)  # do not keep e.g. an HTML error page in the cache
-        raise ImageError(f"Could not read image {source}: {_one_line(e)}") from None
-    if size is not None:
-        width, height = (size, size) if isinstance(size, int) else size
-        image = image.resize((int(width), int(height)), Image.BICUBIC)
-    return pil_to_tensor(image).float() / 255.0
+    def __init__(self, critics: list[Critic], weights: list[float]):
+        self.critics, self.weights = list(critics), [float(w) for w in weights]
+        self.names = [c.name for c in self.critics]
+        self.device = self.critics[0].device
+
+    def __repr__(self):
+        return "Ensemble(" + ", ".join(f"{n!r}: {w:g}" for n, w in zip(self.names, self.weights)) + ")"
+
+    def select(self, names: list[str] | None = None) -> list[tuple[int, float]]:
+        """(member index, normalised weight) of the models named (all by default); the weights sum to 1."""
+        chosen = [i for i, n in enumerate(self.names) if names is None or n in names]
+        total = sum(self.weights[i] for i in chosen)
+        return [(i, self.weights[i] / total) for i in chosen]
+
+    def encode(self, views: list[torch.Tensor], uses: list, compiled: bool = False) -> list[dict[int, torch.Tensor]]:
+        """CLIP features of groups of views: for each group, {member index: [B, D]} of the members in its
+        `uses`. Every member encodes all the groups it is used by in one pass."""
+        features: list[dict[int, torch.Tensor]] = [{} for _ in views]
+        for m, critic in enumerate(self.critics):
+            groups = [g for g, used in enumerate(uses) if m in used]
+            if groups:
+                encoded = critic.encode_image([views[g] for g in groups], compiled)
+                for g, part in zip(groups, encoded.split([views[g].shape[0] for g in groups])):
+                    features[g][m] = part
+        return features
+
+
+def open_critic(models, device: str | torch.device = "cpu") -> Ensemble:
+    """The critic of `models` (a name, or a list of names and `{name, weight}` items) on a device."""
+    chosen = model_weights(models)
+    device = resolve_device(device)
+    return Ensemble([load_critic(name, device) for name in chosen], list(chosen.values()))
 
 
 # ---------------------------------------------------------------- listing
 
-def _is_cached(arch: str, tag: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-    cfg = _pretrained_cfg(arch, tag)
-    if cfg.get("url") and (cache_dir() / "models" / cfg["url"].rsplit("/", 1)[-1]).is_file():
-        return True
-    if not cfg.get("hf_hub"):
-        return False
-    repo_id, filenames = _split_hub(cfg["hf_hub"])
-    return any(isinstance(try_to_load_from_cache(repo_id, f, cache_dir=cache_dir() / "hf"), str) for f in filenames)
-
-
 def known_models() -> list[dict]:
     """All model names `load_critic` knows, with their source and whether the weights are cached."""
     import open_clip
-    rows = [{"name": n, "source": "openai", "cached": _is_cached(a, "openai")} for n, a in OPENAI_NAMES.items()]
-    rows += [{"name": f"{a}/{t}", "source": "open_clip", "cached": _is_cached(a, t)}
+    rows = [{"name": n, "source": "openai", "cached": weights.is_cached(a, "openai")} for n, a in OPENAI_NAMES.items()]
+    rows += [{"name": f"{a}/{t}", "source": "open_clip", "cached": weights.is_cached(a, t)}
              for a, t in open_clip.list_pretrained() if t != "openai"]
     rows += [{"name": n, "source": "random", "cached": True} for n in ("random:tiny", "random:ViT-B/32")]
     return rows

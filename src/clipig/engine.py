@@ -1,5 +1,6 @@
-"""The training loop. It only orchestrates: schedule -> views -> one CLIP pass -> losses -> step ->
-post-processing -> events. The CLI, the GUI, the batch tools and the tests are listeners of its events."""
+"""The training loop. It only orchestrates: schedule -> views -> one CLIP pass (per model of an ensemble) ->
+losses -> step -> post-processing -> events. The CLI, the GUI, the batch tools and the tests are listeners
+of its events; `open_run` opens a run for all of them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from .config.errors import ConfigError
 from .config.expressions import learnrate_variables, resolution_variables, time_variables
@@ -33,23 +33,39 @@ OPTIMIZERS = {
 
 @dataclass
 class Event:
-    """What listeners receive: kind is start | epoch | end."""
+    """What listeners receive: plain numbers, and functions for what costs something to read (the image and
+    the statistics), so a listener pays only for what it uses. kind is start | epoch | end."""
     kind: str
-    engine: "Engine"
-    epoch: int
-    data: dict = field(default_factory=dict)
+    epoch: int  # epochs done in the schedule (the next epoch to train)
+    epochs: int
+    epochs_done: int  # epochs trained by this run
+    runtime: float  # seconds since the run started
+    seed: int
+    device: torch.device
+    config: Any  # the experiment (validated config)
+    image: Callable[..., torch.Tensor]  # [3, H, W] on the CPU in [0, 1]; unclamped=True: the state to continue from
+    statistics: Callable[..., list]  # per-target statistics; window=True: since the last window read
+    stop: Callable[[], None]  # ask the run to stop after this epoch
+    loss: torch.Tensor | None = None  # epoch: the loss of the epoch (on the device)
+    reason: str | None = None  # end: done | stopped | interrupted | failed
+
+
+def open_run(config, listeners: list[Callable[[Event], Any]] = (), device=None) -> "Engine":
+    """The one way to open a run (CLI, GUI, workers, benchmarks): the critic of the config's `model` (one model
+    or an ensemble) on `device` (default: the config's), and the engine."""
+    from .critic import open_critic
+    return Engine(config, open_critic(config.model(), device or config.device()), listeners)
 
 
 class Engine:
     """Runs one experiment (a validated config Node) epoch by epoch and tells its listeners."""
 
-    def __init__(self, config, critic=None, listeners: list[Callable[[Event], Any]] = ()):
-        from .critic import load_critic, resolve_device
+    def __init__(self, config, critic, listeners: list[Callable[[Event], Any]] = ()):
         self.config = config
         self.listeners = list(listeners)
         self.seed = config.seed() if config.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
-        self.device = resolve_device(config.device()) if critic is None else critic.device
-        self.critic = critic or load_critic(config.model(), self.device)
+        self.critic = critic  # a critic.Ensemble (open_run opens the config's)
+        self.device = critic.device
         self.epochs = config.epochs()
         self.epoch = config.start_epoch()
         if self.epoch > self.epochs:
@@ -97,7 +113,8 @@ class Engine:
         return {**time_variables(epoch, self.epochs), "epochs": self.epochs}
 
     def emit(self, kind: str, **data) -> None:
-        event = Event(kind, self, self.epoch, data)
+        event = Event(kind, self.epoch, self.epochs, self.epochs_done, self.runtime, self.seed, self.device,
+                      self.config, self.image, self.statistics, self.stop, **data)
         for listener in self.listeners:
             listener(event)
 
@@ -128,7 +145,8 @@ class Engine:
         return reason
 
     def step(self) -> None:
-        """One epoch: views of all active targets through CLIP in one batch, losses, optimizer step, postproc."""
+        """One epoch: views of all active targets through CLIP in one batch per model, losses, optimizer step,
+        postproc."""
         config, epoch = self.config, self.epoch
         variables = self.variables(epoch)
         if self.reshapes:
@@ -148,8 +166,8 @@ class Engine:
         image = self.canvas.image() if active else None
         views = [t.views(image, variables, self.rng, self.expr_rng) for t in active]
         seen = [bool(t.active_features(variables)) for t in active]  # targets that need CLIP
-        critiqued = [v for v, s in zip(views, seen) if s]
-        features = iter(self.critique(critiqued).split([v.shape[0] for v in critiqued]) if critiqued else ())
+        critiqued = [(t, v) for t, v, s in zip(active, views, seen) if s]
+        features = iter(self.critique(*zip(*critiqued)) if critiqued else ())
         loss = torch.zeros((), device=self.device)
         for target, v, s in zip(active, views, seen):
             loss = loss + target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
@@ -160,14 +178,11 @@ class Engine:
         self.loss = loss.detach()
         self.postprocess(variables)
 
-    def critique(self, views: list) -> "torch.Tensor":
-        """CLIP features of all views in one batch (views not at the CLIP input size are resized to it)."""
-        size = self.critic.input_size
-        parts = [v if v.shape[-2:] == (size, size) else
-                 F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views]
-        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+    def critique(self, targets: list, views: list) -> list[dict]:
+        """CLIP features of each target's views for each model it uses ({member: [B, D]}): one pass per model
+        for all the views that model sees."""
         with self.autocast():
-            return self.critic.encode_image(batch, compiled=self.config.compile()).float()
+            return self.critic.encode(views, [t.uses for t in targets], compiled=self.config.compile())
 
     def postprocess(self, variables: dict) -> None:
         """The post-processing transforms edit the unclamped image, which the parameterization then shows."""

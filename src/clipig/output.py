@@ -68,26 +68,27 @@ def save_png(image: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda f: to_pil(image).save(f, format="PNG"))
 
 
-def sidecar_text(config, engine=None, reason: str = "done") -> str:
-    """The complete configuration (every default filled in) with a comment header about the run."""
+def sidecar_text(config, run=None, reason: str = "done") -> str:
+    """The complete configuration (every default filled in) with a comment header about the `run`: an engine
+    event (or the engine), which has seed, epoch, epochs, epochs_done, runtime, device, config, statistics()."""
     data = to_data(config)
     data.get("init", {}).pop("image_tensor", None)
-    if engine is not None:  # the seed drawn for the run goes where the registry has it, after start_epoch
+    if run is not None:  # the seed drawn for the run goes where the registry has it, after start_epoch
         ordered = {}
         for key, value in data.items():
             ordered[key] = value
             if key == "start_epoch":
-                ordered["seed"] = engine.seed
+                ordered["seed"] = run.seed
         data = ordered
     header = [f"CLIPig run of {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
-    if engine is not None:
-        done = engine.epochs_done
-        per = engine.runtime / done if done else 0.0
+    if run is not None:
+        done = run.epochs_done
+        per = run.runtime / done if done else 0.0
         state = "finished:" if reason == "done" else f"{reason} at epoch"
-        header += [f"{state} {engine.epoch} of {engine.epochs} epochs ({done} in this run)",
-                   f"runtime: {duration(engine.runtime)} ({per:.3f}s per epoch) on {where(engine.device)}", "",
-                   *statistics_table(engine.statistics()).splitlines()]
-        if engine.config.init.image_tensor is not None:
+        header += [f"{state} {run.epoch} of {run.epochs} epochs ({done} in this run)",
+                   f"runtime: {duration(run.runtime)} ({per:.3f}s per epoch) on {where(run.device)}", "",
+                   *statistics_table(run.statistics()).splitlines()]
+        if run.config.init.image_tensor is not None:
             header.append("(init.image_tensor was given and is not repeated here)")
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
     return "".join(f"# {line}".rstrip() + "\n" for line in header) + "\n" + body
@@ -125,17 +126,16 @@ class OutputWriter:
         self.last_time = time.monotonic()
 
     def __call__(self, event) -> None:
-        engine = event.engine
         if event.kind == "start":
             self.path = reserve(self.wanted)
-            save_png(engine.image(), self.path)
+            save_png(event.image(), self.path)
             self.last_time = time.monotonic()
         elif event.kind == "epoch" and self.path is not None:
-            due = (self.every_epochs and engine.epochs_done % self.every_epochs == 0) or (
+            due = (self.every_epochs and event.epochs_done % self.every_epochs == 0) or (
                 self.every_seconds and time.monotonic() - self.last_time >= self.every_seconds)
             if due:
-                save_png(engine.image(), self.path)
+                save_png(event.image(), self.path)
                 self.last_time = time.monotonic()
         elif event.kind == "end" and self.path is not None:
-            save_png(engine.image(), self.path)
-            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(engine.config, engine, event.data["reason"]))
+            save_png(event.image(), self.path)
+            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(event.config, event, event.reason))

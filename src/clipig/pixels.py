@@ -25,7 +25,7 @@ def initial_pixels(init, resolution: list[int], interpolation: str, generator: t
     if init.image_tensor is not None:
         tensor = _tensor_from_list(init.image_tensor())
     elif init.image is not None:
-        from .critic import ImageError, load_image
+        from .images import ImageError, load_image
         try:
             tensor = load_image(init.image())
         except ImageError as e:

@@ -8,13 +8,14 @@ def _num(value, width: int = 7, digits: int = 3) -> str:
 
 
 def statistics_table(targets: list[dict]) -> str:
-    """Per target and feature: applied weight, training count and share, loss and similarity mean/min/max;
-    per constraint its loss."""
+    """Per target and feature: applied weight, training count and share, loss and similarity mean/min/max
+    (with an ensemble also each model's similarity, on a line below); per constraint its loss."""
     lines = []
     for t in targets:
         lines.append(f"target {t['name']!r} ({t['epochs']} epochs)")
         if t["features"]:
-            width = min(40, max(len(f["label"]) for f in t["features"]))
+            width = min(40, max([len(f["label"]) for f in t["features"]]
+                                + [len(m) + 2 for f in t["features"] for m in f.get("models", ())]))
             lines.append(f"  {'feature':<{width}}  {'weight':>7}  {'count':>12}  "
                          f"{'loss mean/min/max':>25}  {'similarity mean/min/max':>25}")
             for f in t["features"]:
@@ -24,6 +25,10 @@ def statistics_table(targets: list[dict]) -> str:
                              f"  {_num(loss['mean'])} {_num(loss['min'])} {_num(loss['max'])}"
                              f"  {_num(sim['mean'], digits=2)} {_num(sim['min'], digits=2)} "
                              f"{_num(sim['max'], digits=2)}")
+                for model, sim in f.get("models", {}).items():
+                    name = f"  {model}" if len(model) + 2 <= width else f"  {model[:width - 3]}~"
+                    lines.append(f"  {name:<{width}}  {'':48}  {_num(sim['mean'], digits=2)} "
+                                 f"{_num(sim['min'], digits=2)} {_num(sim['max'], digits=2)}")
         for c in t["constraints"]:
             loss = c["loss"]
             lines.append(f"  constraint {c['label']:<20} loss {_num(loss['mean'], digits=5, width=9)} "

@@ -38,21 +38,36 @@ class Accumulator:
 
 
 class TargetStats:
-    def __init__(self, features: int, constraints: int, device):
+    def __init__(self, features: int, constraints: int, models: int, device):
         self.trained = Accumulator(features, device)  # loss of each feature on the views it was trained with
         self.similarity = Accumulator(features, device)  # similarity of each active feature to every view
+        self.per_model = [Accumulator(features, device) for _ in range(models)] if models > 1 else []
         self.constraints = Accumulator(max(constraints, 1), device)
         self.epochs = 0
 
 
 class Target:
-    """One target of the experiment, ready to run."""
+    """One target of the experiment, ready to run. With several models (an ensemble) every similarity and
+    feature loss is the weighted mean over the models the target uses (`models`, weights summing to 1)."""
 
     def __init__(self, node, index: int, critic, device):
         self.node, self.index = node, index
         self.name = node.name()
         self.features = node.features
         self.constraints = node.constraints
+        self.device = device
+        self.models = critic.select(node.model() if node.model is not None else None)  # [(member, weight)]
+        self.model_names = [critic.names[m] for m, _ in self.models]
+        self.uses = {m for m, _ in self.models}
+        self.vectors = [self._vectors(critic.critics[m], device) for m, _ in self.models]  # per model [F, D]
+        self.normed = [F.normalize(v, dim=-1) for v in self.vectors]
+        self.fair: torch.Tensor | None = None
+        self.weights: list = [None] * len(self.features)  # last applied (feature * target weight); None: never
+        self.window, self.total = self._stats(), self._stats()
+        self.uses_sim = _uses_sim(node.weight, *(v for c in node.constraints for v in c.params.values()))
+
+    def _vectors(self, critic, device) -> torch.Tensor:
+        """[F, D] target features of one model (computed once: the critic caches them)."""
         texts = [(i, f.text()) for i, f in enumerate(self.features) if f.text is not None]
         images = [(i, f.image()) for i, f in enumerate(self.features) if f.image is not None]
         vectors = [None] * len(self.features)
@@ -62,15 +77,24 @@ class Target:
         if images:
             for (i, _), v in zip(images, critic.encode_image_files([s for _, s in images])):
                 vectors[i] = v
-        self.vectors = torch.stack(vectors).to(device).float() if vectors else torch.zeros(0, critic.embed_dim,
-                                                                                          device=device)
-        self.normed = F.normalize(self.vectors, dim=-1)
-        self.fair: torch.Tensor | None = None
-        self.weights: list = [None] * len(self.features)  # last applied (feature * target weight); None: never
-        self.window = TargetStats(len(self.features), len(self.constraints), device)
-        self.total = TargetStats(len(self.features), len(self.constraints), device)
-        self.device = device
-        self.uses_sim = _uses_sim(node.weight, *(v for c in node.constraints for v in c.params.values()))
+        return torch.stack(vectors).to(device).float() if vectors else torch.zeros(0, critic.embed_dim, device=device)
+
+    def _stats(self) -> TargetStats:
+        return TargetStats(len(self.features), len(self.constraints), len(self.models), self.device)
+
+    def _mean(self, per_model: list[torch.Tensor]) -> torch.Tensor:
+        """The weighted mean over the target's models (one model: its value itself)."""
+        if len(per_model) == 1:
+            return per_model[0]
+        return sum(w * value for (_, w), value in zip(self.models, per_model))
+
+    def cosines(self, features: dict) -> list[torch.Tensor]:
+        """Per model, [B, F] cosine similarity of the views' CLIP features ({member: [B, D]}) to the features."""
+        return [F.normalize(features[m].float(), dim=-1) @ normed.T for (m, _), normed in zip(self.models, self.normed)]
+
+    def similarity(self, features: dict) -> torch.Tensor:
+        """[B, F] similarity (cosine * 100) of views to the features: the weighted mean over the models."""
+        return self._mean(self.cosines(features)) * 100.0
 
     def labels(self) -> list[str]:
         return [f.text() if f.text is not None else f.image() for f in self.features]
@@ -99,13 +123,11 @@ class Target:
         return as_tensor(expand(views, batch))
 
     def loss(self, features, views: torch.Tensor, variables: dict, rng, expr_rng) -> torch.Tensor:
-        """The weighted loss of this target for its views and their CLIP `features` [B, D] (None when no
-        feature is active); updates the statistics."""
+        """The weighted loss of this target for its views and their CLIP `features` ({member: [B, D]} of the
+        models it uses; None when no feature is active); updates the statistics."""
         active = self.active_features(variables)
-        if features is None:
-            cos = views.new_zeros(views.shape[0], len(self.features))
-        else:
-            cos = F.normalize(features.float(), dim=-1) @ self.normed.T  # [B, F]
+        cosines = None if features is None else self.cosines(features)
+        cos = views.new_zeros(views.shape[0], len(self.features)) if features is None else self._mean(cosines)
         sim = cos * 100.0
         detached = sim.detach()
         if self.fair is None and features is not None and self.node.feature_scale() == "fair":
@@ -126,15 +148,19 @@ class Target:
             constraint_losses[0, j], constraint_mask[0, j] = value.detach(), 1
         trained = None
         if active:
-            feature_loss, trained = self._feature_loss(features, cos, detached, active, variables, target_weight)
+            feature_loss, trained = self._feature_loss(features, cosines, detached, active, variables,
+                                                       target_weight)
             total = total + target_weight * feature_loss
+        per_model = [c.detach() * 100.0 for c in cosines] if active and len(self.models) > 1 else []
         for stats in (self.window, self.total):
-            self._record(stats, detached, active, trained, constraint_losses, constraint_mask)
+            self._record(stats, detached, per_model, active, trained, constraint_losses, constraint_mask)
         return total
 
-    def _feature_loss(self, features, cos, sim, active, variables, target_weight: float):
-        """The feature loss and what was trained: (per view and feature losses [B, A], mask [B, A], indices)."""
-        batch = features.shape[0]
+    def _feature_loss(self, features: dict, cosines, sim, active, variables, target_weight: float):
+        """The feature loss and what was trained: (per view and feature losses [B, A], mask [B, A], indices).
+        Each loss is the weighted mean of the models' losses."""
+        feats = [features[m] for m, _ in self.models]
+        batch = feats[0].shape[0]
         weights, scales, losses = [], [], []
         for i in active:
             f = self.features[i]
@@ -149,13 +175,14 @@ class Target:
         w = torch.tensor(weights, device=self.device)
         select = self.node.select()
         if select == "mix":
-            mixed = (w[:, None] * self.normed[idx]).sum(0, keepdim=True)
-            per_view = _loss(features, mixed, losses[0], F.normalize(features.float(), dim=-1) @
-                             F.normalize(mixed, dim=-1).T)[:, 0]
+            mixed = [(w[:, None] * normed[idx]).sum(0, keepdim=True) for normed in self.normed]
+            per_view = self._mean([_loss(f, m, losses[0], F.normalize(f.float(), dim=-1) @
+                                         F.normalize(m, dim=-1).T)[:, 0] for f, m in zip(feats, mixed)])
             per_feature = per_view[:, None].expand(batch, len(active))
             mask = torch.ones(batch, len(active), device=self.device)
             return per_view.mean(), (per_feature, mask, idx)
-        per_feature = torch.stack([_loss(features, self.vectors[i:i + 1], loss, cos[:, i:i + 1])[:, 0]
+        per_feature = torch.stack([self._mean([_loss(f, v[i:i + 1], loss, c[:, i:i + 1])[:, 0]
+                                               for f, v, c in zip(feats, self.vectors, cosines)])
                                    for i, loss in zip(active, losses)], dim=1)  # [B, A]
         if select == "all":
             mask = torch.ones_like(per_feature)
@@ -167,7 +194,8 @@ class Target:
             mask = F.one_hot(choice, len(active)).float()
         return (per_feature * mask * w).sum(1).mean(), (per_feature, mask, idx)
 
-    def _record(self, stats: TargetStats, sim, active, trained, constraint_losses, constraint_mask) -> None:
+    def _record(self, stats: TargetStats, sim, per_model, active, trained, constraint_losses,
+                constraint_mask) -> None:
         stats.epochs += 1
         stats.constraints.add(constraint_losses, constraint_mask)
         if not active:
@@ -175,6 +203,8 @@ class Target:
         full_mask = torch.zeros_like(sim)
         full_mask[:, active] = 1
         stats.similarity.add(sim, full_mask)
+        for accumulator, model_sim in zip(stats.per_model, per_model):
+            accumulator.add(model_sim, full_mask)
         per_feature, mask, idx = trained
         values, counted = torch.zeros_like(sim), torch.zeros_like(sim)
         values[:, idx] = per_feature.detach().float()
@@ -182,19 +212,23 @@ class Target:
         stats.trained.add(values, counted)
 
     def statistics(self, stats: TargetStats | None = None) -> dict:
-        """Host copy of the statistics: per feature weight, training count and share, loss and similarity."""
+        """Host copy of the statistics: per feature weight, training count and share, loss and similarity (with
+        several models also the similarity of each, under "models")."""
         stats = stats or self.total
         trained, similarity = stats.trained.read(), stats.similarity.read()
+        per_model = [a.read() for a in stats.per_model]
         views = sum(t["count"] for t in trained) or 1
         features = [{"label": label, "weight": self.weights[i], "count": trained[i]["count"],
                      "share": trained[i]["count"] / views, "loss": _triple(trained[i]),
-                     "similarity": _triple(similarity[i])} for i, label in enumerate(self.labels())]
+                     "similarity": _triple(similarity[i]),
+                     **({"models": {n: _triple(m[i]) for n, m in zip(self.model_names, per_model)}} if per_model
+                        else {})} for i, label in enumerate(self.labels())]
         constraints = [{"label": entry.name, "loss": _triple(c)}
                        for entry, c in zip(self.constraints, stats.constraints.read())]
         return {"name": self.name, "epochs": stats.epochs, "features": features, "constraints": constraints}
 
     def reset_window(self) -> None:
-        self.window = TargetStats(len(self.features), len(self.constraints), self.device)
+        self.window = self._stats()
 
 
 def expand(views, batch: int):

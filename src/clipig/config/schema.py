@@ -133,6 +133,10 @@ def build_schema() -> Section:
         "end": end_param("the whole target"),
         "weight": Param("float", 1.0, groups=CONSTRAINT_VARS,
                         doc="Multiplied with all the weights of features and constraints of this target."),
+        "model": Param("names", doc=(
+            "The models of the ensemble (names from the top-level `model`) that judge this target's views; "
+            "by default all. Their weights are divided by their sum, so a target that names one model is "
+            "judged by that model alone, and the other models never see its views.")),
         "batch_size": Param("int", 1, check=at_least(1), doc=(
             "The number of randomly transformed views of the image shown to CLIP in one epoch. A larger batch "
             "costs more per epoch but gives a steadier gradient; 100 epochs at batch size 10 are much faster "
@@ -176,11 +180,19 @@ def build_schema() -> Section:
         "interpolation": Param("str", "cubic", groups=TIME, choices=("nearest", "linear", "cubic"),
                                aliases={"bilinear": "linear", "bicubic": "cubic"}, doc=(
             "Filter used when resizing the training image: `nearest`, `linear` (bilinear) or `cubic` (bicubic).")),
-        "model": Param("str", "ViT-B/32", doc=(
+        "model": Param("models", "ViT-B/32", doc=(
             "The CLIP model: an OpenAI name (`RN50`, `RN101`, `RN50x4`, `RN50x16`, `RN50x64`, `ViT-B/32`, "
             "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, a path to a "
             "local checkpoint (`ARCH:/path` to name its architecture), or `random:<architecture>` for random "
-            "weights (`random:tiny` is a very small CLIP for tests). Weights are downloaded to the user cache.")),
+            "weights (`random:tiny` is a very small CLIP for tests; `random:tiny:1` the same architecture with "
+            "the weights of seed 1, seed 0 by default). Weights are downloaded to the user cache.\n\n"
+            "A list of models is an ensemble: `[ViT-B/32, RN50]`, or items with a weight "
+            "(`{name: ViT-B/32, weight: 2}`, 1 by default). Each view is shown to every model, resized to that "
+            "model's input size (the views are made once and shared). A feature's similarity is the weighted "
+            "mean of the models' similarities, and its loss the weighted mean of the models' losses, with the "
+            "weights of the models a target uses (`targets[].model`) divided by their sum. A model named twice "
+            "counts once, with the sum of its weights. An epoch costs one CLIP pass per model. With `verbose: "
+            "2` the statistics show each model's similarity under the feature.")),
         "device": Param("str", "auto", doc="`auto` (CUDA if available), `cpu`, `cuda`, `cuda:1`, ..."),
         "precision": Param("str", "auto", choices=("auto", "fp32", "bf16", "fp16"), doc=(
             "Arithmetic of the CLIP pass: `auto` is fp32 on CPU and mixed precision (fp16) on CUDA. `bf16` "
@@ -241,8 +253,19 @@ def validate(data: dict) -> Node:
     if not isinstance(data, dict):
         raise ConfigError(f"an experiment must be a mapping of parameters, got {type(data).__name__}")
     config = _section(schema(), data, "")
+    _check_target_models(config)
     check_at_start(config)
     return config
+
+
+def _check_target_models(node: Node) -> None:
+    """A target's `model` names only models of the run's `model`."""
+    names = [m["name"] for m in node.model()]
+    for target in node.targets:
+        for name in target.model() if target.model is not None else ():
+            if name not in names:
+                raise ConfigError(f"{name!r} is not one of the run's models; `model` names: {', '.join(names)}"
+                                  + suggest(name, names), target.model.path).located(*target.model.loc)
 
 
 def check_at_start(config: Node) -> None:

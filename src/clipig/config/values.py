@@ -20,14 +20,15 @@ from .expressions import VARIABLE_GROUPS, Expression, ExpressionError, compile_e
 from .timing import parse_time
 
 TYPE_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "time": "int, float",
-              "number": "int, float", "list": "list"}
+              "number": "int, float", "list": "list", "models": "str, or a list of str and {name, weight}",
+              "names": "str or list of str"}
 
 
 @dataclass
 class Param:
     """One parameter of the registry."""
 
-    type: str  # int | float | str | bool | time | number | list
+    type: str  # int | float | str | bool | time | number | list | models | names
     default: Any = None  # None: no default
     length: int | tuple[int, ...] | None = None  # list lengths allowed (first is the broadcast length)
     groups: tuple[str, ...] = ()  # expression variable groups
@@ -52,6 +53,8 @@ class Param:
 
     def parse(self, raw: Any, path: str) -> "Value":
         """Validate `raw` (what the YAML holds) and return a Value; raises ConfigError."""
+        if self.type in ("models", "names"):
+            return Value(self, raw, path, [raw], constant=model_list(raw, path, self.type == "models"))
         if self.type == "list":
             if not isinstance(raw, list):
                 raise ConfigError(f"expected a list, got {raw!r}", path)
@@ -194,6 +197,35 @@ class Param:
         except (TypeError, ValueError, OverflowError) as e:
             raise ConfigError(f"cannot use {value!r} as {self.type}: {e}", path) from None
         return value
+
+
+def model_list(raw: Any, path: str, weighted: bool) -> list:
+    """A model name or a non-empty list of them as [name, ...]; `weighted`: items may also be `{name, weight}`,
+    and the result is [{"name": ..., "weight": ...}, ...] (weight a positive constant, 1 by default)."""
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise ConfigError("expected a model name or a list of them, got an empty list", path)
+    positive = Param("float", check=lambda v: None if v > 0 else "a model weight must be positive")
+    result = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]" if isinstance(raw, list) else path
+        name, weight = item, 1.0
+        if weighted and isinstance(item, dict):
+            unknown = [k for k in item if k not in ("name", "weight")]
+            if unknown:
+                raise ConfigError(f"unknown key {unknown[0]!r}; a model item has `name` and `weight`"
+                                  + suggest(str(unknown[0]), ("name", "weight")), where)
+            name = item.get("name")
+            if item.get("weight") is not None:
+                value = positive.parse(item["weight"], f"{where}.weight")
+                if not value.is_constant:
+                    raise ConfigError(f"a model weight must be a constant, got {item['weight']!r}", f"{where}.weight")
+                weight = value()
+        if not isinstance(name, str) or not name.strip():
+            allowed = "a name or {name, weight}" if weighted else "a name"
+            raise ConfigError(f"expected a model name ({allowed}), got {name!r}", where)
+        result.append({"name": name.strip(), "weight": weight} if weighted else name.strip())
+    return result
 
 
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}

@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..config.loader import load
     from ..config.schema import to_data
-    from ..critic import load_critic, resolve_device
-    from ..engine import Engine
+    from ..engine import open_run
     from .session import Session
     threads.configure(args.threads or 1)
     texts = [] if args.files else [DEFAULT]
@@ -106,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     seed = config.seed() if config.seed is not None else 1
     config = load(args.files, texts, ["verbose=0", *args.overrides, f"seed={seed}"])
     text = yaml.safe_dump(to_data(config), sort_keys=False)  # the same experiment for the GUI, as one text
-    critic = load_critic(config.model(), resolve_device(config.device()))
-    print(f"{config.epochs()} epochs of {config.model()} on {critic.device}, {torch.get_num_threads()} threads",
-          flush=True)
 
     session, token = Session(), secrets.token_urlsafe(16)
     port = start_server(session, token)
@@ -144,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "listener": listener_seconds[0] / n}
 
     def plain(clock):
-        engine = Engine(config, critic=critic, listeners=[clock])
+        engine = open_run(config, [clock])
         engine.run()
         return engine
 
@@ -170,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             session.thread.join()
             if session.status != "done":
                 raise RuntimeError(session.message)
-            return session.engine
+            return session.last
         return measure(run)
 
-    plain(Clock())  # warm-up
+    warm = plain(Clock())  # warm-up
+    print(f"{config.epochs()} epochs of {', '.join(warm.critic.names)} on {warm.device}, "
+          f"{torch.get_num_threads()} threads", flush=True)
     kinds = {"cli": cli, "thread": thread, "gui": gui}
     results: dict[str, list[dict]] = {name: [] for name in kinds}
     for i in range(args.repeat):

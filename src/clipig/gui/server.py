@@ -204,7 +204,7 @@ async def call(fn, *args) -> web.Response:
     """Run a session command in a thread; errors become {ok: false, error: {...}}."""
     from ..config.errors import ConfigError
     from ..config.expressions import ExpressionError
-    from ..critic import ModelError
+    from ..weights import ModelError
     try:
         result = await in_thread(fn, *args)
     except (ConfigError, ExpressionError, ModelError, Refused, OSError) as e:

@@ -112,7 +112,8 @@ class Session:
         self.status = "idle"  # idle | loading | running | stopping | stopped | done | error
         self.message = ""
         self.error: dict | None = None
-        self.engine = None  # the current or last Engine
+        self.engine = None  # the current or last Engine (only to stop it)
+        self.last = None  # the last event of the current or last run
         self.plain_config = None  # the last run's config as written (for the sidecar)
         self.thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
@@ -157,7 +158,7 @@ class Session:
                 "type": "state", "version": self.version, "status": self.status, "running": self.running,
                 "message": self.message, "error": self.error, "epoch": self.epoch, "epochs": self.epochs,
                 "rate": self.rate, "eta": remaining / self.rate if self.rate > 0 and self.running else None,
-                "runtime": self.engine.runtime if self.engine is not None else 0.0, "loss": self.loss,
+                "runtime": self.last.runtime if self.last is not None else 0.0, "loss": self.loss,
                 "table": self.table, "file": str(self.file) if self.file else None,
                 "continues": self.pixels is not None,
                 "history": {"generation": generation, "from": start, "points": points[start:]},
@@ -291,17 +292,17 @@ class Session:
         from ..output import output_path, reserve, save_png, sidecar_text, write_sidecar
 
         def save():
-            engine, config = self.engine, self.plain_config
-            if engine is None or config is None or (self.pixels is None and not self.running):
+            run, config = self.last, self.plain_config
+            if run is None or config is None or (self.pixels is None and not self.running):
                 raise Refused("nothing to save yet: start training first (Alt-S)")
             path = reserve(output_path(config.output(), str(self.file) if self.file else None))
-            image = engine.image() if engine is not None and self.running else self.pixels.clamp(0, 1)
+            image = run.image() if self.running else self.pixels.clamp(0, 1)
             save_png(image, path)
-            reason = "done" if engine is not None and engine.epoch >= engine.epochs else "stopped"
+            reason = "done" if run.epoch >= run.epochs else "stopped"
             sidecar = path.with_suffix(".yaml")
             if self.file is not None and sidecar.resolve() == self.file.resolve():
                 return path, None  # not even a new, still unsaved config file is taken for the sidecar
-            written = write_sidecar(sidecar, sidecar_text(config, engine, reason))
+            written = write_sidecar(sidecar, sidecar_text(config, run, reason))
             return path, sidecar if written else None
 
         return self.in_worker(save)
@@ -320,12 +321,10 @@ class Session:
         self.snapshots.clear()
 
     def _work(self, config, data) -> None:
-        from ..critic import load_critic, resolve_device
-        from ..engine import Engine
+        from ..engine import open_run
         engine = None
         try:
-            critic = load_critic(config.model(), resolve_device(config.device()))
-            engine = Engine(config, critic=critic, listeners=[self._on_event])
+            engine = open_run(config, [self._on_event])
             with self.lock:
                 self.engine = engine
                 if self.stop_flag.is_set():
@@ -334,7 +333,7 @@ class Session:
         except Exception as e:  # noqa: BLE001 - every failure is shown on the page
             from ..config.errors import ConfigError
             from ..config.expressions import ExpressionError
-            from ..critic import ModelError
+            from ..weights import ModelError
             if not isinstance(e, (ConfigError, ExpressionError, ModelError)):
                 traceback.print_exc(file=sys.stderr)
             with self.lock:
@@ -348,65 +347,66 @@ class Session:
                 while self.calls:
                     self.calls.popleft()()
 
-    def _keep(self, engine) -> None:
-        """Remember where the engine is, so that the next start continues from there."""
-        self.pixels = engine.image(unclamped=True)
-        self.epoch = engine.epoch
+    def _keep(self, run) -> None:
+        """Remember where the run is (an event of it, or its engine), so that the next start continues there."""
+        self.pixels = run.image(unclamped=True)
+        self.epoch = run.epoch
         self.frame, self.frame_version = self.pixels.clamp(0, 1), self.frame_version + 1
 
     def _on_event(self, event) -> None:
-        engine, now = event.engine, time.monotonic()
+        now = time.monotonic()
+        self.last = event
         if event.kind == "start":
             with self.lock:
                 self.status = "stopping" if self.stop_flag.is_set() else "running"
-                self.message = f"training from epoch {engine.epoch}"
-                self.epochs, self.epoch = engine.epochs, engine.epoch
-                self._snapshot_every = max(1, engine.epochs // SNAPSHOTS_PER_RUN)
+                self.message = f"training from epoch {event.epoch}"
+                self.epochs, self.epoch = event.epochs, event.epoch
+                self._snapshot_every = max(1, event.epochs // SNAPSHOTS_PER_RUN)
                 self._loss_sum, self._loss_count = None, 0
-                self._rates = collections.deque([(now, engine.epoch)])
+                self._rates = collections.deque([(now, event.epoch)])
                 self._last_sample = self._last_frame = now
-                if not self.snapshots or self.snapshots[-1].epoch != engine.epoch:
-                    self._add_snapshot(engine)
+                if not self.snapshots or self.snapshots[-1].epoch != event.epoch:
+                    self._add_snapshot(event)
                 self.changed()
             return
         if event.kind == "epoch":
-            loss = event.data.get("loss")
+            loss = event.loss
             if loss is not None:
                 self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
                 self._loss_count += 1
-            if now - self._last_sample >= SAMPLE_SECONDS or engine.epoch >= engine.epochs:
-                self._sample(engine, now)
+            if now - self._last_sample >= SAMPLE_SECONDS or event.epoch >= event.epochs:
+                self._sample(event, now)
             if self.clients and now - self._last_frame >= FRAME_SECONDS:
                 self._last_frame = now
-                frame = engine.image()
+                frame = event.image()
                 with self.lock:
                     self.frame, self.frame_version = frame, self.frame_version + 1
-            if engine.epoch % self._snapshot_every == 0:
+            if event.epoch % self._snapshot_every == 0:
                 with self.lock:
-                    self._add_snapshot(engine)
+                    self._add_snapshot(event)
                     self.changed()
             while self.calls:
                 self.calls.popleft()()
             return
         # end
-        self._sample(engine, now)
+        self._sample(event, now)
         with self.lock:
-            self._keep(engine)
-            if not self.snapshots or self.snapshots[-1].epoch != engine.epoch:
-                self._add_snapshot(engine)
-            reason = event.data.get("reason", "done")
+            self._keep(event)
+            if not self.snapshots or self.snapshots[-1].epoch != event.epoch:
+                self._add_snapshot(event)
+            reason = event.reason
             self.status = "done" if reason == "done" else "stopped"
-            self.message = (f"finished {engine.epoch} epochs" if reason == "done" else
-                            f"stopped at epoch {engine.epoch}; Alt-S continues")
+            self.message = (f"finished {event.epoch} epochs" if reason == "done" else
+                            f"stopped at epoch {event.epoch}; Alt-S continues")
             self.rate = 0.0
             self.changed()
 
-    def _sample(self, engine, now: float) -> None:
+    def _sample(self, event, now: float) -> None:
         """Statistics, rate and a plot point (training thread, a few times per second)."""
         from ..report import statistics_table
         self._last_sample = now
-        window = engine.statistics(window=True)
-        total = engine.statistics()
+        window = event.statistics(window=True)
+        total = event.statistics()
         loss = float(self._loss_sum) / self._loss_count if self._loss_count else None
         self._loss_sum, self._loss_count = None, 0
         similarity = {}
@@ -414,19 +414,21 @@ class Session:
             for f in t["features"]:
                 if f["similarity"]["mean"] is not None:
                     similarity[f"{t['name']}: {f['label']}"] = round(f["similarity"]["mean"], 4)
-        self._rates.append((now, engine.epoch))
+                    for model, sim in f.get("models", {}).items():  # an ensemble: each model's similarity too
+                        similarity[f"{t['name']}: {f['label']} [{model}]"] = round(sim["mean"], 4)
+        self._rates.append((now, event.epoch))
         while len(self._rates) > 2 and now - self._rates[0][0] > 3.0:
             self._rates.popleft()
         (t0, e0), (t1, e1) = self._rates[0], self._rates[-1]
         with self.lock:
-            self.epoch = engine.epoch
+            self.epoch = event.epoch
             self.rate = (e1 - e0) / (t1 - t0) if t1 > t0 else 0.0
             if loss is not None:
                 self.loss = loss
-                self.history.add({"e": engine.epoch, "l": round(loss, 6), "s": similarity})
+                self.history.add({"e": event.epoch, "l": round(loss, 6), "s": similarity})
             self.table = statistics_table(total)
             self.changed()
 
-    def _add_snapshot(self, engine) -> None:
-        self.snapshots.append(Snapshot(next(self.snapshot_ids), engine.epoch, engine.image(unclamped=True)))
+    def _add_snapshot(self, event) -> None:
+        self.snapshots.append(Snapshot(next(self.snapshot_ids), event.epoch, event.image(unclamped=True)))
         del self.snapshots[:-MAX_SNAPSHOTS]

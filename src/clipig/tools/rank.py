@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     from ..config.errors import ConfigError
     from ..config.loader import load_data
     from ..config.schema import plain, validate
-    from ..critic import load_image
+    from ..images import load_image
 
     data = plain(load_data(args.files, overrides=workers.overrides(args)))
     config = validate(data)

@@ -3,7 +3,8 @@
 Numbers are cosine similarity * 100, the scale of the training statistics. A rated image goes through
 CLIP exactly like the engine's own pixels (bilinear resize to the CLIP input size), so rating a PNG that
 CLIPig wrote gives the similarity the engine measured for those pixels; reference images (`-i`) are
-encoded like image features of a target.
+encoded like image features of a target. With several `--model`s every text and image gets a column per
+model and one for their plain mean.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
                    "line")
     p.add_argument("-if", "--image-file", action="append", default=[], metavar="F",
                    help="file with one reference image per line (relative paths from the file's folder)")
-    p.add_argument("-m", "--model", default="ViT-B/32", help="CLIP model (default: ViT-B/32, see `clipig models`)")
+    p.add_argument("-m", "--model", action="append", metavar="MODEL", help=(
+        "CLIP model (default: ViT-B/32, see `clipig models`); repeat it for several models: a column per model "
+        "and one for their mean, for each text and image"))
     p.add_argument("-d", "--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("-s", "--sort", type=int, metavar="N", help="sort by column N (1 = first); negative: "
                    "descending")
@@ -77,7 +80,7 @@ def quantize(image: torch.Tensor) -> torch.Tensor:
 
 
 def _cache_file(critic, path: str, how: str) -> Path:
-    from ..critic import cache_dir
+    from ..weights import cache_dir
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", critic.name).strip("_")
     return cache_dir() / "features" / model / f"{digest}.{how}.pt"
@@ -88,7 +91,7 @@ def image_features(critic, paths: list[str], reference: bool = False, cache: boo
                    ) -> tuple[torch.Tensor, list[str]]:
     """[N, D] features of the image files that could be read, and their paths: as the engine sees pixels, or
     (`reference`) as a target image feature. An unreadable file is left out with a warning."""
-    from ..critic import ImageError
+    from ..images import ImageError
     rows, kept = [], []
     for path in paths:
         try:
@@ -101,7 +104,7 @@ def image_features(critic, paths: list[str], reference: bool = False, cache: boo
 
 
 def _features(critic, path: str, reference: bool, cache: bool) -> torch.Tensor:
-    from ..critic import load_image
+    from ..images import load_image
     from ..output import atomic_write
     file = None
     if cache and not path.lower().startswith(("http://", "https://")):
@@ -128,6 +131,27 @@ def rate(critic, images: list[str], texts: list[str] = (), references: list[str]
     return critic.similarity(features, targets).cpu(), images, list(texts) + references
 
 
+def columns(labels: list[str], models: list[str]) -> list[str]:
+    """Column names: the labels, or with several models `label [model]` for each model and `label [mean]`."""
+    if len(models) == 1:
+        return list(labels)
+    return [f"{label} [{name}]" for label in labels for name in [*models, "mean"]]
+
+
+def rate_models(critics: list, images: list[str], texts: list[str], references: list[str],
+                cache: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:
+    """[images, columns] similarities, the images that could be read and the column names (see `columns`):
+    each model's, then their mean, per text and image."""
+    results = [rate(c, images, texts, references, cache) for c in critics]
+    values = torch.stack([r[0] for r in results], dim=-1)  # [I, L, M]
+    _, images, labels = results[0]
+    if len(critics) > 1:
+        values = torch.cat([values, values.mean(-1, keepdim=True)], dim=-1).flatten(1)
+    else:
+        values = values[..., 0]
+    return values, images, columns(labels, [c.name for c in critics])
+
+
 def table(images: list[str], labels: list[str], values: list[list[float]]) -> str:
     legend = [f"{i + 1:>3}: {label}" for i, label in enumerate(labels)]
     width = max(len("image"), *(len(n) for n in images))
@@ -140,13 +164,14 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(_cache_value(argv))
     from ..config.errors import ConfigError
     from ..critic import load_critic
+    models = list(dict.fromkeys(args.model or ["ViT-B/32"]))
     texts = args.text + [t for f in args.text_file for t in lines(f)]
     references = args.references + [str(Path(f).parent / r) if not Path(r).is_absolute() and "://" not in r
                                      else r for f in args.image_file for r in lines(f)]
     if not texts and not references:
         raise ConfigError("nothing to rate against: give texts (-t, --text-file) or images (-i, --image-file)")
-    critic = load_critic(args.model, args.device)
-    values, images, labels = rate(critic, args.images, texts, references, cache=args.cache)
+    critics = [load_critic(m, args.device) for m in models]
+    values, images, labels = rate_models(critics, args.images, texts, references, cache=args.cache)
     if not images or not labels:
         raise ConfigError("none of the images could be read" if not images else
                           "nothing to rate against: none of the reference images could be read")

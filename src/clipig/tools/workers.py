@@ -85,30 +85,30 @@ def _init_worker(devices, threads: int) -> None:
 
 
 def render_job(job: dict) -> dict:
-    """Render one job; the critic is loaded once per process (load_critic caches it)."""
+    """Render one job; the critic is loaded once per process (the critic module caches it)."""
     import torch
 
     from ..config.schema import validate
-    from ..critic import load_critic, resolve_device
-    from ..engine import Engine
+    from ..engine import open_run
     from ..output import sidecar_text, to_pil
     from .rate import quantize
 
     config = validate(job["data"])
     device = _DEVICE if _DEVICE and config.device() == "auto" else config.device()
-    critic = load_critic(config.model(), resolve_device(device))
     stop_at = job.get("stop_at")
 
     def stopper(event):
-        if event.kind == "epoch" and event.engine.epoch >= stop_at:
-            event.engine.stop()
+        if event.kind == "epoch" and event.epoch >= stop_at:
+            event.stop()
 
-    engine = Engine(config, critic=critic, listeners=[stopper] if stop_at else [])
+    engine = open_run(config, [stopper] if stop_at else [], device)
     reason = engine.run()
     image = quantize(engine.image())  # exactly the PNG's pixels: `clipig rate` of the file gives the same
-    features = torch.cat([t.vectors for t in engine.targets])
+    targets = engine.targets
     with torch.no_grad():
-        sims = critic.similarity(critic.encode_image(image[None].to(critic.device)), features)[0].tolist()
+        used = set().union(*(t.uses for t in targets))  # the models of the ensemble that judge some target
+        features = engine.critic.encode([image[None].to(engine.device)], [used])[0]
+        sims = [s for t in targets for s in t.similarity(features)[0].tolist()]
     png = io.BytesIO()
     to_pil(image).save(png, format="PNG")
     if reason == "stopped" and stop_at and engine.epoch >= stop_at:
