@@ -330,15 +330,22 @@ class Critic:
         return f"Critic({self.name!r}, device={self.device}, input_size={self.input_size}, embed_dim={self.embed_dim})"
 
     def encode_image(self, images: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        """[B,3,H,W] pixels in [0,1] -> raw float32 features [B,D]; differentiable w.r.t. the pixels.
-        `compiled`: through `torch.compile` of the image tower (compiled once per critic)."""
-        if tuple(images.shape[-2:]) != (self.input_size, self.input_size):
-            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
-                                   align_corners=False, antialias=False)
+        """[B,3,H,W] pixels in [0,1] -> raw float32 features [B,D]; differentiable w.r.t. the pixels (other
+        sizes are resized first, see `fit`). `compiled`: through `torch.compile` of the image tower (compiled
+        once per critic)."""
+        images = self.fit(images)
         pixels = (images.to(self.device, torch.float32) - self._mean) / self._std
         if compiled:
             return self._compiled_visual(pixels).float()
         return self.model.encode_image(pixels).float()
+
+    def fit(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] images at the input size: resized (bicubic, antialiased, as torchvision's resize) unless
+        they are already."""
+        if tuple(images.shape[-2:]) == (self.input_size, self.input_size):
+            return images
+        return F.interpolate(images, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False,
+                             antialias=True)
 
     def _compiled_visual(self, pixels: torch.Tensor) -> torch.Tensor:
         if self._compiled is None:

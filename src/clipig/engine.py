@@ -12,19 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from .config.errors import ConfigError
 from .config.expressions import learnrate_variables, resolution_variables, time_variables
 from .pixels import Pixels, initial_pixels
 from .targets import Target, entry_active
 
-# Base learning rates: `learnrate: 1.0` means about the same step size for every optimizer.
+# Base learning rates (the original's): `learnrate: 1.0` means about the same step size for every optimizer.
+# `sparse_adam` is the original's name for a plain RMSprop (it is not torch's SparseAdam).
 OPTIMIZERS = {
     "adam": (torch.optim.Adam, 0.01, {}),
     "adamw": (torch.optim.AdamW, 0.01, {}),
     "sgd": (torch.optim.SGD, 10.0, {}),
-    "rmsprop": (torch.optim.RMSprop, 0.005, {"centered": True, "momentum": 0.1}),
+    "rmsprop": (torch.optim.RMSprop, 0.003, {"centered": True, "momentum": 0.1}),
+    "sparse_adam": (torch.optim.RMSprop, 0.01, {}),
     "adadelta": (torch.optim.Adadelta, 20.0, {}),
 }
 
@@ -59,14 +60,19 @@ class Engine:
         self.started_at: float | None = None
         self.epochs_done = 0
         self.loss: torch.Tensor | None = None
+        self.learnrate = self.learnrate_scale = 0.0  # of the last epoch
         self.targets = [Target(t, i, self.critic, self.device) for i, t in enumerate(config.targets)]
         variables = self.variables(self.epoch)
         resolution = config.resolution(variables)
         init_rng = torch.Generator().manual_seed(self.seed)
-        pixels = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
-        self.pixels = Pixels(pixels).to(self.device)
+        self.pixels = Pixels(initial_pixels(config.init, resolution, init_rng)).to(self.device)
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())
+        if any(t.node.feature_scale() == "fair" and t.features for t in self.targets):
+            with torch.no_grad():
+                start = self.critique([self.fit(self.pixels()[None])])
+            for target in self.targets:
+                target.set_fair(start)
 
     # --- set-up helpers -------------------------------------------------------------------------------------
 
@@ -124,44 +130,52 @@ class Engine:
         return reason
 
     def step(self) -> None:
-        """One epoch: views of all active targets through CLIP in one batch, losses, optimizer step, postproc."""
+        """One epoch: post-processing, views of all active targets through CLIP in one batch, the losses
+        summed over all views, one optimizer step."""
         config, epoch = self.config, self.epoch
         variables = self.variables(epoch)
         if not config.resolution.is_constant or not config.interpolation.is_constant:
             if self.pixels.resize(*config.resolution(variables), config.interpolation(variables)):
                 self.optimizer = self._optimizer()
         variables.update(resolution_variables(*self.pixels.resolution))
-        learnrate = config.learnrate(variables)
         learnrate_scale = config.learnrate_scale(variables)
+        learnrate = self.base_learnrate * config.learnrate(variables) * learnrate_scale
         variables.update(learnrate_variables(learnrate, learnrate_scale))
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base_learnrate * learnrate * learnrate_scale
+            group["lr"] = learnrate
+        self.learnrate, self.learnrate_scale = learnrate, learnrate_scale
+        self.postprocess(variables)
 
+        picture = self.pixels()
         active = [t for t in self.targets if t.is_active(epoch, self.epochs)]
-        views = [t.views(self.pixels.data, variables, self.rng, self.expr_rng) for t in active]
-        seen = [bool(t.active_features(epoch, self.epochs)) for t in active]  # targets that need CLIP
+        views = [self.fit(t.views(picture, variables, self.rng, self.expr_rng)) for t in active]
+        seen = [t.needs_critic(epoch, self.epochs) for t in active]
         critiqued = [v for v, s in zip(views, seen) if s]
         features = iter(self.critique(critiqued).split([v.shape[0] for v in critiqued]) if critiqued else ())
-        loss = self.pixels.data.new_zeros(())
+        loss, weighted = self.pixels.data.new_zeros(()), False
         for target, v, s in zip(active, views, seen):
-            loss = loss + target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
+            part, any_weight = target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
+            loss, weighted = loss + part, weighted or any_weight
         self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
+        if weighted and loss.requires_grad:  # all weights zero: no step at all (not even the momentum's)
             loss.backward()
             self.optimizer.step()
         self.loss = loss.detach()
-        self.postprocess(variables)
+
+    def fit(self, views: torch.Tensor) -> torch.Tensor:
+        """Views as CLIP and the constraints see them: resized (bicubic) to the CLIP input size, clamped to
+        [0, 1]."""
+        return self.critic.fit(views).clamp(0, 1)
 
     def critique(self, views: list) -> "torch.Tensor":
-        """CLIP features of all views in one batch (views not at the CLIP input size are resized to it)."""
-        size = self.critic.input_size
-        parts = [v if v.shape[-2:] == (size, size) else
-                 F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in views]
-        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        """CLIP features of all views (at the CLIP input size) in one batch."""
+        batch = views[0] if len(views) == 1 else torch.cat(views)
         with self.autocast():
             return self.critic.encode_image(batch, compiled=self.config.compile()).float()
 
     def postprocess(self, variables: dict) -> None:
+        """The post-processing transforms on the pixel parameter, at the start of an epoch; the result of each
+        is clamped to [0, 1], as in the original."""
         entries = [e for e in self.config.postproc if entry_active(e, variables)]
         if not entries:
             return
@@ -171,7 +185,7 @@ class Engine:
                 args = entry.arguments(variables, self.expr_rng)
                 if entry.spec.random:
                     args["rng"] = self.rng
-                image = entry.spec.fn(image, **args)
+                image = entry.spec.fn(image, **args).clamp(0, 1)
             self.pixels.data.copy_(image[0])
 
     # --- what listeners read --------------------------------------------------------------------------------
@@ -180,13 +194,9 @@ class Engine:
         """The current image [3, H, W] in [0, 1] on the CPU."""
         return self.pixels.image()
 
-    def statistics(self, window: bool = False) -> list[dict]:
-        """Per-target statistics (since the start, or since the last `window` read, which resets it)."""
-        result = [t.statistics(t.window if window else t.total) for t in self.targets]
-        if window:
-            for t in self.targets:
-                t.reset_window()
-        return result
+    def statistics(self) -> list[dict]:
+        """Per-target statistics (see Target.statistics)."""
+        return [t.statistics() for t in self.targets]
 
     @property
     def runtime(self) -> float:
