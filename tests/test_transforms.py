@@ -163,15 +163,24 @@ def test_rotate_turns_counter_clockwise_on_screen_around_a_whole_pixel_point():
     assert torch.allclose(run("rotate", ramp(), {"degree": 0}), ramp())
 
 
-def test_rotate_is_torchvisions_rotate_inside_the_image():
+def test_rotate_is_torchvisions_rotate():
+    """As the original: torchvision's rotate with its defaults (nearest pixel, black outside)."""
     import torchvision.transforms.functional as VF
-    from torchvision.transforms import InterpolationMode
     image = torch.rand(1, 3, 32, 30)
-    for degree, center in ((90, [0.5, 0.5]), (30, [0.4, 0.55]), (-17, [0.2, 0.9])):
+    for degree, center in ((90, [0.5, 0.5]), (30, [0.4, 0.55]), (-17, [0.2, 0.9]), (133.3, [0.1, 0.3])):
         pixel = [int(center[0] * 30), int(center[1] * 32)]
-        expected = VF.rotate(image[0], degree, InterpolationMode.BILINEAR, center=pixel)
-        ours = run("rotate", image, {"degree": degree, "center": center})[0]
-        assert torch.allclose(ours[:, 10:22, 10:22], expected[:, 10:22, 10:22], atol=1e-5)
+        assert torch.equal(run("rotate", image, {"degree": degree, "center": center})[0],
+                           VF.rotate(image[0], degree, center=pixel))
+
+
+def test_rotation_chains_sample_the_nearest_pixel_unless_a_step_is_smooth():
+    image = torch.rand(1, 3, 16, 16)
+    rotated = run("rotate", image, {"degree": 17})
+    assert torch.isin(rotated, torch.cat([image.flatten(), torch.zeros(1)])).all()  # only source values
+    views = T.Views(image)
+    T.rotate.__wrapped__(views, degree=17, center=[0.5, 0.5])
+    T.random_scale.__wrapped__(views, scale=[0.9, 0.9], rng=torch.Generator())
+    assert not torch.isin(views.tensor(), image.flatten()).all()  # random_scale: bilinear for the chain
 
 
 @covers("random_rotate")

@@ -153,7 +153,7 @@ class Target:
             feature_loss, trained, any_weight = self._feature_loss(features, cos, sim, active, variables, expr_rng)
             per_view_loss = per_view_loss + feature_loss
             weighted = weighted or any_weight
-        weighted = weighted and bool(torch.as_tensor(target_weight).ne(0).any())
+        weighted = weighted and nonzero(target_weight)
         self._record(n, sim, trained, losses, applied)
         return (per_view_loss * target_weight).sum(), weighted
 
@@ -203,7 +203,7 @@ class Target:
         for i, w in zip(active, weights):
             self.weights[i] = float(w[-1]) if isinstance(w, torch.Tensor) else w
         w = torch.stack([torch.as_tensor(x, device=self.device, dtype=torch.float32).expand(n) for x in weights], 1)
-        any_weight = bool(w.ne(0).any())
+        any_weight = any(nonzero(x) for x in weights)
         select = self.node.select()
         if select == "mix":  # one feature: the weighted mean of the active ones, with the first feature's loss
             norm = w.abs().sum(1, keepdim=True)
@@ -277,6 +277,11 @@ def per_view(value, variables: dict, sims: torch.Tensor | None, expr_rng):
         return value(variables, expr_rng)
     return torch.tensor([value({**variables, **similarity_variables(s)}, expr_rng) for s in sims.tolist()],
                         device=sims.device, dtype=torch.float32)
+
+
+def nonzero(weight) -> bool:
+    """Whether a weight (a float, or per view a tensor) is not zero; a float is read without the device."""
+    return bool(weight.ne(0).any()) if isinstance(weight, torch.Tensor) else weight != 0
 
 
 def expand(views, batch: int):

@@ -205,7 +205,7 @@ def random_scale(views, scale, rng):
     the image are black (zero)."""
     w, h = views.size
     s = uniform(rng, views.batch, scale[0], scale[1], views.device)
-    return views.add(G.scaling(s, s, w / 2, h / 2), views.size)
+    return views.add(G.scaling(s, s, w / 2, h / 2), views.size, smooth=True)
 
 
 @geometric("random_perspective", {
@@ -225,7 +225,7 @@ def random_perspective(views, distortion, probability, rng):
     # each corner moves towards the centre by up to `strength` times half the size
     centre = torch.tensor([w / 2, h / 2], device=device)
     moved = corners + (centre - corners) * moves * strength[:, None, None]
-    return views.add(G.homography(moved, corners.expand(n, -1, -1)), views.size)
+    return views.add(G.homography(moved, corners.expand(n, -1, -1)), views.size, smooth=True)
 
 
 def crop_offsets(size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
