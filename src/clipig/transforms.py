@@ -178,8 +178,9 @@ def random_translate(views, offset, rng):
                 doc="The minimum and maximum center of rotation (for x and y) in the range [0, 1]."),
 }, random=True)
 def random_rotate(views, degree, center, rng):
-    """Randomly rotates each view by an angle in `degree` around a centre in `center`. The resolution is not
-    changed; areas outside of the image are black (zero)."""
+    """Randomly rotates each view by an angle in `degree` around a centre in `center` (cut to a whole pixel),
+    sampling the nearest pixel as torchvision's rotate does. The resolution is not changed; areas outside of
+    the image are black (zero)."""
     (w, h), n = views.size, views.batch
     angles = uniform(rng, n, degree[0], degree[1], views.device)
     cx = uniform(rng, n, center[0], center[1], views.device)
@@ -192,7 +193,9 @@ def random_rotate(views, degree, center, rng):
     "center": P("float", [0.5, 0.5], length=2, doc="The center of rotation (x and y) in the range [0, 1]."),
 })
 def rotate(views, degree, center):
-    """Rotates the image counter-clockwise. The resolution is not changed; areas outside are black (zero)."""
+    """Rotates the image counter-clockwise around `center` (cut to a whole pixel), sampling the nearest pixel:
+    torchvision's rotate with its defaults, as in the original. The resolution is not changed; areas outside
+    are black (zero)."""
     w, h = views.size
     one = torch.ones(1, device=views.device)
     return views.add(G.rotation(one * degree, one * int(center[0] * w), one * int(center[1] * h)), views.size)
@@ -201,8 +204,8 @@ def rotate(views, degree, center):
 @geometric("random_scale", P("float", length=2, check=positive,
                              doc="Minimum and maximum scale: 0.5 is half, 2.0 double the size."), random=True)
 def random_scale(views, scale, rng):
-    """Randomly scales the contents of each view around the centre; the resolution stays, areas outside of
-    the image are black (zero)."""
+    """Randomly scales the contents of each view around the centre (bilinear, also for the other geometric
+    transforms next to it); the resolution stays, areas outside of the image are black (zero)."""
     w, h = views.size
     s = uniform(rng, views.batch, scale[0], scale[1], views.device)
     return views.add(G.scaling(s, s, w / 2, h / 2), views.size, smooth=True)
@@ -215,8 +218,9 @@ def random_scale(views, scale, rng):
     "probability": P("float", 1.0, check=in_range(0, 1), doc="The chance of each view to be distorted."),
 }, random=True)
 def random_perspective(views, distortion, probability, rng):
-    """Randomly projects each view as if seen at an angle: its corners move inwards by random amounts.
-    The resolution is not changed; areas outside of the image are black (zero)."""
+    """Randomly projects each view as if seen at an angle: its corners move inwards by random amounts
+    (bilinear, also for the other geometric transforms next to it). The resolution is not changed; areas
+    outside of the image are black (zero)."""
     (w, h), n, device = views.size, views.batch, views.device
     strength = uniform(rng, n, distortion[0], distortion[1], device)
     strength = strength * (torch.rand(n, generator=rng, device=device) < probability)

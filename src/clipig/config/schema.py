@@ -157,10 +157,14 @@ def build_schema() -> Section:
             "has the same similarity to every feature: `1 / similarity`, divided by the largest of these, so "
             "the factor of the least similar feature is 1.")),
         "features": ListOf(feature, "The features (texts or images) of the target."),
-        "transforms": Plugins(TRANSFORMS, "Transforms shape the views of the image before CLIP evaluates them. "
-                              "Each entry may also have `active`, `start` and `end`.", extra=ENTRY_FIELDS),
+        "transforms": Plugins(TRANSFORMS, "Transforms shape the views of the image before CLIP evaluates them, "
+                              "in order; the result of each is clamped to [0, 1] (as in the original). The views "
+                              "are then resized (bicubic) to the CLIP input size. Each entry may also have "
+                              "`active`, `start` and `end`.", extra=ENTRY_FIELDS),
         "constraints": Plugins(CONSTRAINTS, "Constraints add losses computed on the transformed views without "
-                               "CLIP (mean, saturation, blur, ...)."),
+                               "CLIP (mean, saturation, blur, ...): on the views as CLIP sees them, at its input "
+                               "size and clamped to [0, 1]. Each view's constraint losses are added to its "
+                               "feature losses, times the target's weight."),
     })
 
     return Section("An experiment.", {
@@ -241,7 +245,8 @@ def build_schema() -> Section:
         "targets": ListOf(target, "The targets that define the desired image."),
         "postproc": Plugins(TRANSFORMS, "Post-processing: resolution-keeping transforms applied to the pixels "
                             "directly at the start of each epoch (before the views are made), outside the "
-                            "gradient. They work on the trained values themselves, which may lie outside [0, 1].",
+                            "gradient. They work on the trained values themselves, which may lie outside [0, 1]; "
+                            "the result of each active entry is clamped to [0, 1] (as in the original).",
                             extra=ENTRY_FIELDS, postproc=True),
     })
 
