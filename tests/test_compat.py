@@ -166,7 +166,7 @@ targets:
 
 
 def image_of(transforms: str, tiny) -> np.ndarray:
-    engine = make_engine(ENTRY.format(transforms=transforms), tiny)
+    engine = make_engine(ENTRY.format(transforms=transforms))
     engine.run()
     return engine.image().numpy()
 
@@ -283,7 +283,7 @@ def test_random_expressions_draw_from_the_runs_seeded_generator(tiny):
            "    transforms:\n      - mul: MUL\n"
 
     def image(mul, seed):
-        engine = make_engine(text.replace("MUL", mul), tiny, f"seed={seed}")
+        engine = make_engine(text.replace("MUL", mul), f"seed={seed}")
         engine.run()
         return engine.image().numpy()
     assert (image("1", 1) == image("1", 2)).all()  # nothing else in this run depends on the seed

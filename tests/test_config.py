@@ -67,7 +67,8 @@ def test_optimizer_and_loss_aliases():
     assert c.targets[0].features[0].loss() == "l2" and c.targets[0].features[1].loss() == "l1"
 
 
-def time_vars(epoch, epochs=100):
+def time_vars(epoch, epochs=101):
+    """Variables of an epoch; with the default 101 epochs t is epoch / 100."""
     return {**time_variables(epoch, epochs), "epochs": epochs}
 
 
@@ -104,16 +105,22 @@ def test_variables_are_exactly_those_of_the_parameter():
         cfg("learnrate: lr * 2")
 
 
-@pytest.mark.parametrize("raw, epoch", [(10, 10), (0.5, 50), ("23.5%", 23.5), ("10%", 10)])
-def test_start_end_int_float_percent(raw, epoch):
-    assert parse_time(raw).epoch(100) == pytest.approx(epoch)
+@pytest.mark.parametrize("raw, value, kind", [(10, 10, "epoch"), ("10", 10, "epoch"), (0.5, 0.5, "fraction"),
+                                              ("23.5%", 0.235, "fraction"), ("10%", 0.1, "fraction")])
+def test_start_end_int_float_percent(raw, value, kind):
+    point = parse_time(raw)
+    assert (point.value, point.kind) == (pytest.approx(value), kind)
 
 
-def test_active_range_includes_start_excludes_end_and_full_run():
+def test_active_range_includes_both_ends():
     start, end = parse_time(0.0), parse_time("10%")
-    assert [is_active(start, end, e, 200) for e in (0, 19, 20)] == [True, True, False]
+    assert [is_active(start, end, e, 200) for e in (0, 19, 20)] == [True, True, False]  # t = e / 199 <= 0.1
     assert is_active(parse_time(0.0), parse_time(1.0), 199, 200)
+    assert [is_active(parse_time(1.0), parse_time(1.0), e, 10) for e in (8, 9)] == [False, True]  # t(9) = 1
     assert not is_active(parse_time("50%"), parse_time(1.0), 149, 300)
+    assert is_active(parse_time("50%"), parse_time(1.0), 150, 301)  # t = 150 / 300
+    assert [is_active(parse_time(2), parse_time(3), e, 10) for e in (1, 2, 3, 4)] == [False, True, True, False]
+    assert [is_active(parse_time(0.5), parse_time(4), e, 11) for e in (4, 5)] == [False, False]  # t(5) = .5 > 4
 
 
 def test_merge_appends_lists_and_overrides_apply_last(tmp_path):
@@ -286,9 +293,15 @@ def test_number_mistakes_are_named(text, message):
 @pytest.mark.parametrize("entry, path", [
     ("transforms:\n      - blur:\n          kernel_size: -3", "targets[0].transforms[0].blur.kernel_size"),
     ("transforms:\n      - border:\n          size: -1", "targets[0].transforms[0].border.size"),
-    ("constraints:\n      - edge_mean:\n          kernel_size: 0\n          above: .1",
+    ("constraints:\n      - edge_mean:\n          kernel_size: -1\n          above: .1",
      "targets[0].constraints[0].edge_mean.kernel_size"),
 ])
 def test_sizes_must_not_be_negative(entry, path):
     with pytest.raises(ConfigError, match=re.escape(path) + ": must be at least"):
         cfg("targets:\n  - " + entry)
+
+
+def test_kernel_size_zero_is_no_blur():
+    """`kernel_size: 31*ti` (the walk-through's) is 0 at the last epoch, where t is 1: like 1, no blur."""
+    assert cfg("targets:\n  - constraints:\n      - blur:\n          kernel_size: 0").targets[0] \
+        .constraints[0].params["kernel_size"]() == [0, 0]

@@ -35,17 +35,30 @@ def args(name, raw=None, **variables):
 
 
 def loss(name, images, raw=None, seed=0):
-    """The loss before the constraint's fixed strength (tested separately below)."""
+    """The loss before the constraint's fixed strength (tested separately below), averaged over the views."""
     spec = CONSTRAINTS[name]
-    total = C.constraint_loss(spec, images, args(name, raw), torch.Generator().manual_seed(seed))
-    return total / spec.flags["strength"]
+    per_view = C.constraint_loss(spec, images, args(name, raw), torch.Generator().manual_seed(seed))
+    assert per_view.shape == (images.shape[0],)
+    return per_view.mean() / spec.flags["strength"]
 
 
 def test_losses_are_scaled_by_the_documented_strength():
     strengths = {name: spec.flags["strength"] for name, spec in CONSTRAINTS.items()}
     assert strengths == {**{name: 100.0 for name in CONSTRAINTS}, "normalize": 10.0, "contrast": 1.0}
     image = torch.full((1, 3, 4, 4), 0.2)
-    assert C.constraint_loss(CONSTRAINTS["mean"], image, args("mean", {"above": 0.5})) == pytest.approx(9.0)
+    assert C.constraint_loss(CONSTRAINTS["mean"], image, args("mean", {"above": 0.5})).item() == pytest.approx(9.0)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_losses_are_per_view(name):
+    """One loss per view, each the loss of that view alone (the engine sums them, as the original does)."""
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    spec, a = CONSTRAINTS[name], args(name, EXAMPLES[name])
+    together = C.constraint_loss(spec, images, a, torch.Generator().manual_seed(0))
+    alone = [C.constraint_loss(spec, images[i:i + 1], a, torch.Generator().manual_seed(0))[0] for i in range(3)]
+    if name == "noise":  # random: only the first view draws the same noise
+        alone = alone[:1]
+    assert torch.allclose(together[:len(alone)], torch.stack(alone), rtol=1e-5)
 
 
 def value(name, images, **kw):
@@ -91,7 +104,22 @@ def test_gradient_flows(name):
     result = loss(name, images, EXAMPLES[name])
     assert result.shape == () and result > 0
     result.backward()
-    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    assert torch.isfinite(images.grad).all()
+    if name == "noise":  # (image - (image + noise)) does not depend on the image: as in the original
+        assert images.grad.abs().sum() == 0
+    else:
+        assert images.grad.abs().sum() > 0
+
+
+def test_goal_constraints_are_differentiated_through_the_goal():
+    """blur: the gradient of mean((x - blur(x))^2) is 2 (I - B)^T (I - B) x / n, not 2 (x - blur(x)) / n."""
+    image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    loss("blur", image).backward()
+    x = image.detach().clone().requires_grad_()
+    ((x - T.gaussian_blur(x, [3, 3])) ** 2).mean().backward()
+    assert torch.allclose(image.grad, x.grad, atol=1e-7)
+    difference = 2 * (image.detach() - T.gaussian_blur(image.detach(), [3, 3])) / image.numel()
+    assert not torch.allclose(image.grad, difference, atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [1, 4])

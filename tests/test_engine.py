@@ -105,7 +105,9 @@ targets:
         engine = make_engine(text)
         engine.run()
         stats = engine.statistics()[0]["features"]
-        assert sum(f["count"] for f in stats) == (6 if select == "worst" else 12)
+        # no random transform: one view per epoch whatever the batch size; mix trains both features on it
+        assert sum(f["count"] for f in stats) == (3 if select == "worst" else 6)
+        assert engine.statistics()[0]["views"] == 3
         assert engine.targets[0].fair is not None
         assert stats[1]["weight"] == 2.0
 
@@ -151,7 +153,7 @@ targets:
     assert engine.image().mean() > before + 0.2
 
 
-def test_postproc_draws_the_border(tiny):
+def test_postproc_draws_the_border_at_the_start_of_each_epoch(tiny):
     text = """
 epochs: 2
 resolution: 16
@@ -163,11 +165,14 @@ postproc:
       size: 2
       color: 0.15 0.1 0.05
 """
-    engine = make_engine(text)
+    color = torch.tensor([0.15, 0.1, 0.05])[:, None].expand(3, 16)
+    engine = make_engine(text, "learnrate=0")
     engine.run()
     image = engine.image()
-    assert torch.allclose(image[:, 0, :], torch.tensor([0.15, 0.1, 0.05])[:, None].expand(3, 16))
-    assert torch.allclose(image[:, :, -2], torch.tensor([0.15, 0.1, 0.05])[:, None].expand(3, 16))
+    assert torch.allclose(image[:, 0, :], color) and torch.allclose(image[:, :, -2], color)
+    engine = make_engine(text)  # the last step comes after the last post-processing (as in the original)
+    engine.run()
+    assert not torch.allclose(engine.image()[:, 0, :], color, atol=1e-3)
 
 
 def test_target_end_and_feature_schedule(tiny):
@@ -189,7 +194,7 @@ targets:
     assert second["features"][0]["count"] == 4
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprob", "adadelta"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprob", "sparse_adam", "adadelta"])
 def test_every_optimizer_changes_the_pixels(tiny, optimizer):
     engine = make_engine(SPOON.format(epochs=2, batch=1, weight=1.0), f"optimizer={optimizer}")
     before = engine.image()
@@ -250,3 +255,81 @@ def test_a_feature_never_active_shows_no_weight(tiny):
     features = engine.statistics()[0]["features"]
     assert features[0]["weight"] == 1.0 and features[1]["weight"] is None
     assert re.search(r"^\s+b\s+-\s+0 ", statistics_table(engine.statistics()), re.M)
+
+
+# --- the original's semantics (see docs/differences.md; tests/test_fidelity.py compares with its numbers) ----
+
+def losses_of(text, critic, *overrides):
+    engine = make_engine(text, critic, *overrides)
+    losses = []
+    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.run()
+    return engine, losses
+
+
+def test_views_are_added_up_and_a_deterministic_target_has_one_view(tiny):
+    text = "epochs: 2\nresolution: 16\ntargets:\n  - batch_size: {batch}\n    features:\n      - text: a\n{more}"
+    _, one = losses_of(text.format(batch=1, more=""), tiny, "learnrate=0")
+    engine, same = losses_of(text.format(batch=3, more=""), tiny, "learnrate=0")
+    assert same == pytest.approx(one) and engine.statistics()[0]["views"] == 2  # no random transform: 1 view
+    rotate = "    transforms:\n      - random_rotate: 0 0\n"  # random, but all three views are the same
+    engine, three = losses_of(text.format(batch=3, more=rotate), tiny, "learnrate=0")
+    assert three == pytest.approx([3 * x for x in one], rel=1e-5) and engine.statistics()[0]["views"] == 6
+
+
+def test_every_transform_result_and_postproc_result_is_clamped(tiny):
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tiny, name)
+
+        def encode_image(self, images, compiled=False):
+            seen.append(images.detach())
+            return tiny.encode_image(images, compiled)
+
+    text = "epochs: 1\nresolution: 16\ntargets:\n  - features:\n      - text: a\n    transforms:\n" \
+           "      - mul: 3\n      - add: -1.5\n"
+    engine = make_engine(text)
+    engine.critic = Spy()
+    engine.run()
+    start = make_engine(text).image()
+    expected = (start * 3).clamp(0, 1) - 1.5  # clamped after mul: nothing is left above 0 after add -1.5
+    assert (expected <= 0).all() and seen[0].max() == 0
+    data = {"epochs": 1, "resolution": 4, "learnrate": 0, "targets": [{"features": [{"text": "a"}]}],
+            "postproc": [{"add": 0.0}], "init": {"image_tensor": torch.full((3, 4, 4), 1.7).tolist()}}
+    import yaml
+    engine = make_engine(yaml.safe_dump(data))
+    assert float(engine.pixels.data.detach().max()) == pytest.approx(1.7)  # image_tensor: not clamped at the start
+    engine.run()
+    assert float(engine.pixels.data.detach().max()) == 1.0  # the post-processing clamped the trained values
+
+
+def test_fair_factors_are_inverse_similarities_over_their_largest(tiny):
+    engine = make_engine("epochs: 1\nresolution: 16\ntargets:\n  - feature_scale: fair\n    features:\n"
+                         "      - text: a\n      - text: b\n      - text: c\n")
+    target = engine.targets[0]
+    with torch.no_grad():
+        start = engine.critic.encode_image(engine.fit(engine.pixels()[None]))
+    s = (target.normed @ F.normalize(start, dim=-1).T)[:, 0]
+    assert torch.allclose(target.fair, (1 / s) / (1 / s).max(), rtol=1e-5)
+    assert float(target.fair.max()) == 1.0
+
+
+def test_select_all_trains_every_feature_on_every_view(tiny):
+    engine = make_engine("epochs: 2\nresolution: 16\ntargets:\n  - batch_size: 2\n    features:\n"
+                         "      - text: a\n      - text: b\n    transforms:\n      - noise: 0.1\n")
+    engine.run()
+    stats = engine.statistics()[0]
+    assert stats["views"] == 4 and [(f["count"], f["share"]) for f in stats["features"]] == [(4, 1.0), (4, 1.0)]
+
+
+def test_the_learnrate_variable_is_the_optimizers_rate(tiny):
+    text = "epochs: 1\nresolution: 16\noptimizer: sgd\nlearnrate: 2\nlearnrate_scale: 0.5\ntargets:\n" \
+           "  - features:\n      - text: a\n    transforms:\n      - add: lr / 1000\n"
+    engine = make_engine(text)
+    seen = []
+    engine.listeners.append(lambda e: seen.append(e.engine.learnrate) if e.kind == "epoch" else None)
+    engine.run()
+    assert seen == [10.0]
+    assert engine.optimizer.param_groups[0]["lr"] == 10.0

@@ -23,7 +23,8 @@ def evaluate(source, rng=None, **variables):
     return compile_expression(source).evaluate(variables, rng)
 
 
-def at(source, epoch, epochs=100, **variables):
+def at(source, epoch, epochs=101, **variables):
+    """An expression at an epoch; with the default 101 epochs t is epoch / 100."""
     return compile_expression(source).evaluate({**time_variables(epoch, epochs), **variables})
 
 
@@ -66,8 +67,8 @@ def test_math_functions_and_constants():
     assert all(isinstance(doc, str) and doc and "\n" not in doc for doc in FUNCTIONS.values())
 
 
-def test_time_variables_at_epoch_30_of_100():
-    v = time_variables(30, 100)
+def test_time_variables_at_epoch_30_of_101():
+    v = time_variables(30, 101)
     assert set(v) == set(VARIABLE_GROUPS["time"])
     expected = {
         "epoch": 30, "time": .3, "t": .3, "t2": .09, "t3": .027, "t4": .0081, "t5": .00243,
@@ -83,9 +84,10 @@ def test_time_variables_at_epoch_30_of_100():
     assert isinstance(at("epoch", 30), int)
     assert at("ts(.5, 0)", 25) == pytest.approx(.5)
     assert at("ts(.5, 0)", 0) == 1. and at("ts(.5, 1)", 100) == 1.
-    # t is 0 at the first epoch, 1 only at the end of training
+    # t is 0 at the first epoch and exactly 1 at the last: epoch / (epochs - 1)
     assert at("t", 0) == 0. and at("t", 99) == pytest.approx(.99) and at("t", 100) == 1.
-    assert time_variables(0, 0)["t"] == 0.
+    assert time_variables(9, 10)["t"] == 1.0 and time_variables(4, 10)["t"] == 4 / 9
+    assert time_variables(0, 0)["t"] == 0. and time_variables(0, 1)["t"] == 0.
 
 
 def test_other_variable_groups():

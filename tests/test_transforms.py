@@ -97,7 +97,8 @@ def test_gradient_flows(name):
     out = run(name, images)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
     (out * weights).sum().backward()
-    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    assert torch.isfinite(images.grad).all()
+    assert (images.grad.abs().sum() == 0) == (name == "quantize")  # floor: no gradient, as in the original
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in TRANSFORMS.items() if s.random))
@@ -115,7 +116,7 @@ def test_random_transforms_are_reproducible_and_differ_per_view(name):
 
 
 def test_parameters_take_expressions():
-    assert args("noise", "0.1 * t", **time_variables(50, 100))["std"] == [0.05] * 3
+    assert args("noise", "0.1 * t", **time_variables(50, 101))["std"] == [0.05] * 3
     assert args("pad", {"size": 1, "mode": "'wrap' if t > .5 else 'edge'"}, **time_variables(90, 100))["mode"] == "wrap"
     assert args("resize", "width * 2, height", width=8, height=6)["size"] == [16, 6]
 
@@ -128,6 +129,8 @@ def test_shift_wraps_fractions_and_pixels():
     assert where(run("shift", dot(8, 4, 4), 0.5)) == (0, 0)
     assert where(run("shift", dot(8, 1, 5), "2 -3")) == (3, 2)  # pixels
     assert where(run("shift", dot(8, 1, 5), "-2 0")) == (7, 5)
+    assert where(run("shift", dot(8, 1, 5), "1 -1")) == (2, 4)  # 1 and -1 are pixels, not the whole size
+    assert where(run("shift", dot(8, 1, 5), "0.3 -0.3")) == (3, 3)  # 2.4 and -2.4 pixels are cut to 2 and -2
 
 
 @covers("random_shift")
@@ -150,19 +153,40 @@ def test_random_translate_fills_with_zeros_within_the_range():
 
 
 @covers("rotate")
-def test_rotate_turns_counter_clockwise_on_screen():
-    assert where(run("rotate", dot(9, 6, 4), {"degree": 90})) == (4, 2)  # right of the centre -> above it
-    assert where(run("rotate", dot(9, 6, 4), {"degree": -90})) == (4, 6)
-    assert where(run("rotate", dot(9, 6, 4), {"degree": 180})) == (2, 4)
-    corner = {"degree": 90, "center": ["8.5 / 9", "0.5 / 9"]}  # around the centre of the corner pixel
-    assert where(run("rotate", dot(9, 8, 0), corner)) == (8, 0)
+def test_rotate_turns_counter_clockwise_on_screen_around_a_whole_pixel_point():
+    # 8x8: the centre 0.5 is the point (4, 4), the corner between four pixels
+    assert where(run("rotate", dot(8, 5, 3), {"degree": 90})) == (3, 2)  # right of the centre -> above it
+    assert where(run("rotate", dot(8, 5, 3), {"degree": -90})) == (4, 5)
+    assert where(run("rotate", dot(8, 5, 3), {"degree": 180})) == (2, 4)
+    # 9x9: centre 0.5 * 9 = 4.5 is cut to 4 (as the original does)
+    assert where(run("rotate", dot(9, 6, 4), {"degree": 90})) == (4, 1)
     assert torch.allclose(run("rotate", ramp(), {"degree": 0}), ramp())
+
+
+def test_rotate_is_torchvisions_rotate():
+    """As the original: torchvision's rotate with its defaults (nearest pixel, black outside)."""
+    import torchvision.transforms.functional as VF
+    image = torch.rand(1, 3, 32, 30)
+    for degree, center in ((90, [0.5, 0.5]), (30, [0.4, 0.55]), (-17, [0.2, 0.9]), (133.3, [0.1, 0.3])):
+        pixel = [int(center[0] * 30), int(center[1] * 32)]
+        assert torch.equal(run("rotate", image, {"degree": degree, "center": center})[0],
+                           VF.rotate(image[0], degree, center=pixel))
+
+
+def test_rotation_chains_sample_the_nearest_pixel_unless_a_step_is_smooth():
+    image = torch.rand(1, 3, 16, 16)
+    rotated = run("rotate", image, {"degree": 17})
+    assert torch.isin(rotated, torch.cat([image.flatten(), torch.zeros(1)])).all()  # only source values
+    views = T.Views(image)
+    T.rotate.__wrapped__(views, degree=17, center=[0.5, 0.5])
+    T.random_scale.__wrapped__(views, scale=[0.9, 0.9], rng=torch.Generator())
+    assert not torch.isin(views.tensor(), image.flatten()).all()  # random_scale: bilinear for the chain
 
 
 @covers("random_rotate")
 def test_random_rotate_within_the_range():
     out = run("random_rotate", dot(9, 6, 4).expand(3, -1, -1, -1), "90 90")
-    assert all(where(v[None]) == (4, 2) for v in out)
+    assert all(where(v[None]) == (4, 1) for v in out)
     angles = run("random_rotate", dot(9, 6, 4).expand(8, -1, -1, -1), "0 90")
     assert all(where(v[None])[0] >= 4 and where(v[None])[1] <= 4 for v in angles)  # upper right quadrant
 
@@ -203,6 +227,7 @@ def test_crop_fractions_and_pixels():
     assert torch.equal(run("crop", image, "0.25 0.5 0.5 0.25"), image[..., 4:6, 2:6])
     assert torch.equal(run("crop", image, "2 4 4 2"), image[..., 4:6, 2:6])
     assert torch.equal(run("crop", image, "0 0 1 1"), image[..., :1, :1])  # 1 is a pixel, not the whole width
+    assert torch.equal(run("crop", ramp(10, 10), "0.35 0.19 0.55 5.9"), ramp(10, 10)[..., 1:6, 3:8])  # cut down
 
 
 @covers("random_crop")
@@ -286,8 +311,9 @@ def test_contrast_blends_with_the_mean_gray():
     assert torch.allclose(flat, flat[..., :1, :1, :1].expand_as(flat))  # one gray value per view
     assert not torch.allclose(flat[0], flat[1])
     assert torch.equal(run("contrast", image, None), image)  # `- contrast:` is the default 1.0
-    assert torch.allclose(run("contrast", image, 2) - flat, 2 * (image - flat), atol=1e-6)
-    assert run("contrast", image, 3).max() > 1  # not clamped
+    assert torch.allclose(run("contrast", image, 0.5) - flat, 0.5 * (image - flat), atol=1e-6)
+    assert run("contrast", image, 3).max() == 1 and run("contrast", image, 3).min() == 0  # clamped, as torchvision
+    assert torch.equal(run("contrast", image, 1.7), torchvision_functional().adjust_contrast(image, 1.7))
 
 
 @covers("saturation")
@@ -297,19 +323,28 @@ def test_saturation_blends_with_gray():
     assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
     assert torch.allclose(gray[:, 0], 0.2989 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2], atol=1e-4)
     assert torch.allclose(run("saturation", image, 1), image)
-    assert torch.allclose(run("saturation", image, 2) - gray, 2 * (image - gray), atol=1e-6)
+    assert torch.allclose(run("saturation", image, 0.5) - gray, 0.5 * (image - gray), atol=1e-6)
+    assert run("saturation", image, 5).max() == 1 and run("saturation", image, 5).min() == 0  # clamped
+    assert torch.equal(run("saturation", image, 1.7), torchvision_functional().adjust_saturation(image, 1.7))
+
+
+def torchvision_functional():
+    from torchvision.transforms.v2 import functional
+    return functional
 
 
 @covers("quantize")
-def test_quantize_to_multiples_of_the_step_with_a_straight_through_gradient():
+def test_quantize_floors_to_multiples_of_the_step_without_gradient():
     image = torch.rand(1, 3, 8, 8, requires_grad=True)
     out = run("quantize", image, "0.25 0.5 0.1")
     for c, step in enumerate((0.25, 0.5, 0.1)):
         q = out[0, c] / step
         assert torch.allclose(q, q.round(), atol=1e-4)
-        assert (out[0, c] - image[0, c]).abs().max() <= step / 2 + 1e-6
+        below = image[0, c] - out[0, c]
+        assert below.min() >= -1e-6 and below.max() < step  # floor, not round
+    assert torch.equal(run("quantize", torch.full((1, 3, 1, 1), 0.29), 0.1), torch.full((1, 3, 1, 1), 0.2))
     out.sum().backward()
-    assert torch.equal(image.grad, torch.ones_like(image))
+    assert torch.equal(image.grad, torch.zeros_like(image))
 
 
 @covers("edge")

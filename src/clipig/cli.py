@@ -101,9 +101,10 @@ def _yaml_scalar(text: str) -> str:
 
 
 class Progress:
-    """Listener: a progress bar (verbose >= 1) and periodic statistics (verbose 2), throttled."""
+    """Listener: a progress bar (verbose >= 1) and, at verbose 2, the statistics every 4 seconds and at the end
+    (the original's rhythm)."""
 
-    def __init__(self, verbose: int, stats_every: float = 10.0, stream=None):
+    def __init__(self, verbose: int, stats_every: float = 4.0, stream=None):
         self.verbose, self.stats_every, self.stream = verbose, stats_every, stream or sys.stderr
         self.bar = None
         self.last_bar = self.last_stats = 0.0
@@ -113,7 +114,7 @@ class Progress:
             return
         from tqdm import tqdm
 
-        from .report import statistics_table
+        from .report import run_line, statistics_table
         now = time.monotonic()
         if event.kind == "start":
             self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", file=self.stream,
@@ -125,12 +126,12 @@ class Progress:
                 self.bar.set_postfix(loss=f"{float(event.loss):.4f}", refresh=False)
                 self.last_bar = now
             if self.verbose >= 2 and now - self.last_stats >= self.stats_every:
-                self.bar.write(statistics_table(event.statistics(window=True)), file=self.stream)
+                self.bar.write(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
                 self.last_stats = now
         elif event.kind == "end" and self.bar is not None:
             self.bar.close()
             if self.verbose >= 2:
-                print(statistics_table(event.statistics()), file=self.stream)
+                print(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
 
 
 def render(argv: list[str]) -> int:

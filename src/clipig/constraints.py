@@ -4,8 +4,10 @@ Two shapes of constraint:
 - a *measure* (`mean`, `std`, `saturation`, ...) returns one value per view and channel `[N, 3]`; the loss
   grows where it is below `above` or above `below`;
 - a *goal* (`blur`, `border`, `noise`, `normalize`) returns the image the views should look like; the loss
-  is the difference to it (the goal itself is not differentiated).
-Every constraint also has `weight`, `start`, `end` and `loss` (`l1`/`mae`, `l2`/`mse`).
+  is the difference to it (differentiated through the goal as well, as in the original: so `noise`, whose
+  difference does not depend on the image, only adds to the loss value).
+Every constraint also has `weight`, `start`, `end` and `loss` (`l1`/`mae`, `l2`/`mse`). Losses are per view
+(`[N]`): the engine sums them over the views.
 
 The loss is multiplied by a fixed strength (100; `normalize` 10, `contrast` 1, as in the original CLIPig)
 so that `weight: 1` is comparable to a feature loss and the documented examples behave as described.
@@ -41,19 +43,24 @@ def constraint(name: str, params: dict[str, Param] | None = None, measure: bool 
     """Register a constraint; a measure gets `above`/`below`, every constraint the common parameters."""
     declared = {}
     if measure:
-        declared["above"] = P("float", length=3, doc="If given, the loss grows while the value is below it.")
-        declared["below"] = P("float", length=3, doc="If given, the loss grows while the value is above it.")
+        declared["above"] = P("float", length=3, doc=(
+            "If given, the loss grows while the value is below it (and is 0 above it: see differences.md)."))
+        declared["below"] = P("float", length=3, doc=(
+            "If given, the loss grows while the value is above it (and is 0 below it)."))
     declared.update(params or {})
     declared.update(common_params())
     return CONSTRAINTS.add(name, declared, measure=measure, strength=strength, **flags)
 
 
 def loss_of(difference: torch.Tensor, loss: str) -> torch.Tensor:
-    return difference.abs().mean() if loss == "l1" else (difference * difference).mean()
+    """Mean absolute (l1) or squared (l2) difference of each view: [N, ...] -> [N]."""
+    difference = difference.flatten(1)
+    return difference.abs().mean(1) if loss == "l1" else (difference * difference).mean(1)
 
 
 def constraint_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.Tensor:
-    """The loss of one constraint entry on the views `images` (times its strength, without `weight`)."""
+    """The loss of one constraint entry on each of the views `images` ([N], times its strength, without
+    `weight`)."""
     return spec.flags["strength"] * _raw_loss(spec, images, args, rng)
 
 
@@ -62,11 +69,9 @@ def _raw_loss(spec, images: torch.Tensor, args: dict, rng=None) -> torch.Tensor:
     if spec.random:
         fn_args["rng"] = rng
     if not spec.flags.get("measure"):
-        with torch.no_grad():  # the goal is a constant: no graph for it
-            goal = spec.fn(images, **fn_args)
-        return loss_of(images - goal, args["loss"])
+        return loss_of(images - spec.fn(images, **fn_args), args["loss"])
     value = spec.fn(images, **fn_args)  # [N, 3]
-    total = images.new_zeros(())
+    total = images.new_zeros(images.shape[0])
     if args.get("above") is not None:
         above = torch.tensor(args["above"], dtype=value.dtype, device=value.device)
         total = total + loss_of(torch.relu(above - value), args["loss"])

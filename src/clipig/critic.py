@@ -107,10 +107,11 @@ def _build_model(name: str):
 
 def fit(views, size: int) -> torch.Tensor:
     """One batch of `views` (a [B,3,H,W] batch or a list of batches of any sizes) at size x size: the one place
-    where views are resized to a model's input (bilinear)."""
+    where views are resized to a model's input: bicubic and antialiased, as torchvision's resize that the
+    original CLIPig uses; views already at the input size pass unchanged."""
     parts = [views] if torch.is_tensor(views) else list(views)
     parts = [v if tuple(v.shape[-2:]) == (size, size) else
-             F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+             F.interpolate(v, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
              for v in parts]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 

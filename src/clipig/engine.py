@@ -17,16 +17,19 @@ import torch
 from .config.errors import ConfigError
 from .config.expressions import learnrate_variables, resolution_variables, time_variables
 from .config.timing import is_on
+from .critic import Ensemble, fit
 from .parameterizations import create, rebuilt
 from .pixels import initial_pixels
 from .targets import Target
 
-# Base learning rates: `learnrate: 1.0` means about the same step size for every optimizer.
+# Base learning rates (the original's): `learnrate: 1.0` means about the same step size for every optimizer.
+# `sparse_adam` is the original's name for a plain RMSprop (it is not torch's SparseAdam).
 OPTIMIZERS = {
     "adam": (torch.optim.Adam, 0.01, {}),
     "adamw": (torch.optim.AdamW, 0.01, {}),
     "sgd": (torch.optim.SGD, 10.0, {}),
-    "rmsprop": (torch.optim.RMSprop, 0.005, {"centered": True, "momentum": 0.1}),
+    "rmsprop": (torch.optim.RMSprop, 0.003, {"centered": True, "momentum": 0.1}),
+    "sparse_adam": (torch.optim.RMSprop, 0.01, {}),
     "adadelta": (torch.optim.Adadelta, 20.0, {}),
 }
 
@@ -46,7 +49,9 @@ class Event:
     image: Callable[..., torch.Tensor]  # [3, H, W] on the CPU in [0, 1]; unclamped=True: the state to continue from
     statistics: Callable[..., list]  # per-target statistics; window=True: since the last window read
     stop: Callable[[], None]  # ask the run to stop after this epoch
-    loss: torch.Tensor | None = None  # epoch: the loss of the epoch (on the device)
+    loss: torch.Tensor | None = None  # the loss of the last epoch (on the device); None before the first
+    learnrate: float = 0.0  # the learning rate of the last epoch (base rate * learnrate * learnrate_scale)
+    learnrate_scale: float = 1.0
     reason: str | None = None  # end: done | stopped | interrupted | failed
 
 
@@ -64,7 +69,7 @@ class Engine:
         self.config = config
         self.listeners = list(listeners)
         self.seed = config.seed() if config.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
-        self.critic = critic  # a critic.Ensemble (open_run opens the config's)
+        self.critic = critic if isinstance(critic, Ensemble) else Ensemble([critic], [1.0])  # one model, or several
         self.device = critic.device
         self.epochs = config.epochs()
         self.epoch = config.start_epoch()
@@ -77,16 +82,24 @@ class Engine:
         self.started_at: float | None = None
         self.epochs_done = 0
         self.loss: torch.Tensor | None = None
+        self.learnrate = self.learnrate_scale = 0.0  # of the last epoch
         self.targets = [Target(t, i, self.critic, self.device) for i, t in enumerate(config.targets)]
         variables = self.variables(self.epoch)
         resolution = config.resolution(variables)
         init_rng = torch.Generator().manual_seed(self.seed)
-        image = initial_pixels(config.init, resolution, config.interpolation(variables), init_rng)
+        image = initial_pixels(config.init, resolution, init_rng)
         self.canvas = create(config.parameterization, variables, image, self.device)  # what is trained
-        self.reshapes = not (config.resolution.is_constant  # the canvas may need rebuilding during the run and config.interpolation.is_constant
+        self.reshapes = not (config.resolution.is_constant  # the canvas may need rebuilding during the run
+                             and config.interpolation.is_constant
                              and all(v.is_constant for v in config.parameterization.params.values()))
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())
+        fair = [t for t in self.targets if t.node.feature_scale() == "fair" and t.features]
+        if fair:  # the fair factors come from the start picture
+            with torch.no_grad():
+                picture = self.fit(self.canvas.image()[None])
+                for target, features in zip(fair, self.critique(fair, [picture] * len(fair))):
+                    target.set_fair(features)
 
     # --- set-up helpers -------------------------------------------------------------------------------------
 
@@ -114,7 +127,9 @@ class Engine:
 
     def emit(self, kind: str, **data) -> None:
         event = Event(kind, self.epoch, self.epochs, self.epochs_done, self.runtime, self.seed, self.device,
-                      self.config, self.image, self.statistics, self.stop, **data)
+                      self.config, self.image, self.statistics, self.stop,
+                      **{"loss": self.loss, "learnrate": self.learnrate,
+                         "learnrate_scale": self.learnrate_scale, **data})
         for listener in self.listeners:
             listener(event)
 
@@ -137,7 +152,7 @@ class Engine:
                 self.step()
                 self.epoch += 1
                 self.epochs_done += 1
-                self.emit("epoch", loss=self.loss)
+                self.emit("epoch")
         except BaseException as e:
             self.emit("end", reason="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
             raise
@@ -145,8 +160,8 @@ class Engine:
         return reason
 
     def step(self) -> None:
-        """One epoch: views of all active targets through CLIP in one batch per model, losses, optimizer step,
-        postproc."""
+        """One epoch: post-processing, views of all active targets through CLIP in one batch per model, the
+        losses summed over all views, one optimizer step."""
         config, epoch = self.config, self.epoch
         variables = self.variables(epoch)
         if self.reshapes:
@@ -156,27 +171,34 @@ class Engine:
                 self.canvas = canvas
                 self.optimizer = self._optimizer()
         variables.update(resolution_variables(*self.canvas.resolution))
-        learnrate = config.learnrate(variables)
         learnrate_scale = config.learnrate_scale(variables)
+        learnrate = self.base_learnrate * config.learnrate(variables) * learnrate_scale
         variables.update(learnrate_variables(learnrate, learnrate_scale))
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base_learnrate * learnrate * learnrate_scale
+            group["lr"] = learnrate
+        self.learnrate, self.learnrate_scale = learnrate, learnrate_scale
+        self.postprocess(variables)
 
+        picture = self.canvas.image()
         active = [t for t in self.targets if t.is_active(variables)]
-        image = self.canvas.image() if active else None
-        views = [t.views(image, variables, self.rng, self.expr_rng) for t in active]
-        seen = [bool(t.active_features(variables)) for t in active]  # targets that need CLIP
+        views = [self.fit(t.views(picture, variables, self.rng, self.expr_rng)) for t in active]
+        seen = [t.needs_critic(variables) for t in active]  # targets that need CLIP
         critiqued = [(t, v) for t, v, s in zip(active, views, seen) if s]
         features = iter(self.critique(*zip(*critiqued)) if critiqued else ())
-        loss = torch.zeros((), device=self.device)
+        loss, weighted = torch.zeros((), device=self.device), False
         for target, v, s in zip(active, views, seen):
-            loss = loss + target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
+            part, any_weight = target.loss(next(features) if s else None, v, variables, self.rng, self.expr_rng)
+            loss, weighted = loss + part, weighted or any_weight
         self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
+        if weighted and loss.requires_grad:  # all weights zero: no step at all (not even the momentum's)
             loss.backward()
             self.optimizer.step()
         self.loss = loss.detach()
-        self.postprocess(variables)
+
+    def fit(self, views: torch.Tensor) -> torch.Tensor:
+        """Views as CLIP and the constraints see them: resized (bicubic) to the CLIP input size (of the first
+        model; other members of an ensemble resize to theirs), clamped to [0, 1]."""
+        return fit(views, self.critic.critics[0].input_size).clamp(0, 1)
 
     def critique(self, targets: list, views: list) -> list[dict]:
         """CLIP features of each target's views for each model it uses ({member: [B, D]}): one pass per model
@@ -185,7 +207,8 @@ class Engine:
             return self.critic.encode(views, [t.uses for t in targets], compiled=self.config.compile())
 
     def postprocess(self, variables: dict) -> None:
-        """The post-processing transforms edit the unclamped image, which the parameterization then shows."""
+        """The post-processing transforms edit the unclamped image at the start of an epoch (the result of
+        each is clamped to [0, 1], as in the original), which the parameterization then shows."""
         entries = [e for e in self.config.postproc if is_on(e.entry, variables)]
         if not entries:
             return
@@ -195,7 +218,7 @@ class Engine:
                 args = entry.arguments(variables, self.expr_rng)
                 if entry.spec.random:
                     args["rng"] = self.rng
-                image = entry.spec.fn(image, **args)
+                image = entry.spec.fn(image, **args).clamp(0, 1)
             self.canvas.set_image(image[0])
 
     # --- what listeners read --------------------------------------------------------------------------------
@@ -207,13 +230,9 @@ class Engine:
             image = self.canvas.unclamped() if unclamped else self.canvas.image()
         return image.detach().to("cpu", torch.float32, copy=unclamped)  # never the parameter's own memory
 
-    def statistics(self, window: bool = False) -> list[dict]:
-        """Per-target statistics (since the start, or since the last `window` read, which resets it)."""
-        result = [t.statistics(t.window if window else t.total) for t in self.targets]
-        if window:
-            for t in self.targets:
-                t.reset_window()
-        return result
+    def statistics(self) -> list[dict]:
+        """Per-target statistics (see Target.statistics)."""
+        return [t.statistics() for t in self.targets]
 
     @property
     def runtime(self) -> float:

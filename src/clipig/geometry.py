@@ -5,7 +5,9 @@ produce each intermediate image: every step is a map from its output pixel coord
 coordinates (a 3x3 matrix per view, homogeneous, pixel centres at +0.5) plus what lies outside its input
 (zeros, a fill colour, wrap-around or the edge pixels). `Views` collects the steps and samples the source
 image once, at the final (usually CLIP-sized) resolution, so the cost follows the view size, not the image
-size. Integer moves (shift, crop, repeat, pad) sample exactly at pixel centres and stay exact.
+size. Integer moves (shift, crop, repeat, pad) sample exactly at pixel centres and stay exact. Other maps
+sample the nearest pixel, as torchvision's rotation does by default (the original CLIPig's), unless a step
+asks for bilinear sampling (`smooth`: random_scale, random_perspective); then the whole chain is bilinear.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Step:
     size: tuple[int, int]  # (width, height) of the step's input
     outside: str  # zeros | fill | wrap | edge | none
     fill: torch.Tensor | None = None  # [3] colour for "fill"
+    smooth: bool = False  # bilinear sampling, not nearest
 
 
 class Views:
@@ -41,9 +44,10 @@ class Views:
     def device(self) -> torch.device:
         return self.source.device
 
-    def add(self, matrix: torch.Tensor, size: tuple[int, int], outside: str = "zeros", fill=None) -> "Views":
+    def add(self, matrix: torch.Tensor, size: tuple[int, int], outside: str = "zeros", fill=None,
+            smooth: bool = False) -> "Views":
         """Append a step that maps the new output (of `size`) to the current size."""
-        self.steps.append(Step(matrix.to(self.device, torch.float32), self.size, outside, fill))
+        self.steps.append(Step(matrix.to(self.device, torch.float32), self.size, outside, fill, smooth))
         self.size = (int(size[0]), int(size[1]))
         return self
 
@@ -68,7 +72,8 @@ class Views:
             elif step.outside in ("zeros", "fill"):  # "fill" is pad's mode name for a colour
                 masks.append(((x >= 0) & (x <= sw) & (y >= 0) & (y <= sh), step.fill))
             coords = torch.stack([x, y, torch.ones_like(x)], 1)
-        out = self._sample(coords[:, 0], coords[:, 1], self.steps[0].outside)  # [B, 3, P]
+        mode = "bilinear" if any(step.smooth for step in self.steps) else "nearest"
+        out = self._sample(coords[:, 0], coords[:, 1], self.steps[0].outside, mode)  # [B, 3, P]
         for inside, fill in reversed(masks):
             value = 0.0 if fill is None else fill.to(out.dtype).view(1, 3, 1)
             out = torch.where(inside[:, None, :], out, value)
@@ -76,9 +81,9 @@ class Views:
             out = out.expand(self.batch, -1, -1)
         return out.reshape(self.batch, 3, h, w)
 
-    def _sample(self, x: torch.Tensor, y: torch.Tensor, outside: str) -> torch.Tensor:
+    def _sample(self, x: torch.Tensor, y: torch.Tensor, outside: str, mode: str) -> torch.Tensor:
         """Samples of the source at pixel coordinates x, y [n, P] -> [n, 3, P]: a plain gather where all
-        coordinates are pixel centres (exact), else bilinear."""
+        coordinates are pixel centres (exact), else grid_sample's `mode` (nearest or bilinear)."""
         src = self.source
         sh, sw = src.shape[-2:]
         ix, iy = x - 0.5, y - 0.5
@@ -96,12 +101,12 @@ class Views:
         grid = torch.stack([x / sw * 2 - 1, y / sh * 2 - 1], -1).to(src.dtype)  # [n, P, 2]
         n, p = grid.shape[:2]
         if src.shape[0] == 1:  # one source image: all views in one call, the gradient stays [1, 3, H, W]
-            out = F.grid_sample(src, grid.reshape(1, n * p, 1, 2), mode="bilinear", padding_mode="zeros",
+            out = F.grid_sample(src, grid.reshape(1, n * p, 1, 2), mode=mode, padding_mode="zeros",
                                 align_corners=False)
             return out.reshape(3, n, p).transpose(0, 1)
         if n == 1 and src.shape[0] > 1:
             grid = grid.expand(src.shape[0], -1, -1)
-        out = F.grid_sample(src, grid[:, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = F.grid_sample(src, grid[:, :, None, :], mode=mode, padding_mode="zeros", align_corners=False)
         return out[..., 0]
 
 

@@ -7,33 +7,51 @@ def _num(value, width: int = 7, digits: int = 3) -> str:
     return f"{value:{width}.{digits}f}" if value is not None else " " * (width - 1) + "-"
 
 
+def _triple(values: dict, width: int = 7, digits: int = 3) -> str:
+    """`mean (min - max)`, or `-` when there are no values."""
+    if values["mean"] is None:
+        return _num(None, width)
+    return (f"{_num(values['mean'], width, digits)} ({_num(values['min'], width, digits).strip()} - "
+            f"{_num(values['max'], width, digits).strip()})")
+
+
 def statistics_table(targets: list[dict]) -> str:
-    """Per target and feature: applied weight, training count and share, loss and similarity mean/min/max
-    (with an ensemble also each model's similarity, on a line below); per constraint its loss."""
+    """Per target and feature, as the original CLIPig prints them: the weight it was last used with, on how
+    many views it was trained (and their share of the target's views: 100% each for `select: all`), its loss
+    and similarity (mean, min - max over the target's last 30 views); per constraint its weight, views and loss
+    (times its weight)."""
     lines = []
     for t in targets:
-        lines.append(f"target {t['name']!r} ({t['epochs']} epochs)")
-        if t["features"]:
-            width = min(40, max([len(f["label"]) for f in t["features"]]
-                                + [len(m) + 2 for f in t["features"] for m in f.get("models", ())]))
-            lines.append(f"  {'feature':<{width}}  {'weight':>7}  {'count':>12}  "
-                         f"{'loss mean/min/max':>25}  {'similarity mean/min/max':>25}")
-            for f in t["features"]:
-                label = f["label"] if len(f["label"]) <= width else f["label"][:width - 1] + "~"
-                loss, sim = f["loss"], f["similarity"]
-                lines.append(f"  {label:<{width}}  {_num(f['weight'])}  {f['count']:>5} ({f['share'] * 100:5.1f}%)"
-                             f"  {_num(loss['mean'])} {_num(loss['min'])} {_num(loss['max'])}"
-                             f"  {_num(sim['mean'], digits=2)} {_num(sim['min'], digits=2)} "
-                             f"{_num(sim['max'], digits=2)}")
-                for model, sim in f.get("models", {}).items():
-                    name = f"  {model}" if len(model) + 2 <= width else f"  {model[:width - 3]}~"
-                    lines.append(f"  {name:<{width}}  {'':48}  {_num(sim['mean'], digits=2)} "
-                                 f"{_num(sim['min'], digits=2)} {_num(sim['max'], digits=2)}")
-        for c in t["constraints"]:
-            loss = c["loss"]
-            lines.append(f"  constraint {c['label']:<20} loss {_num(loss['mean'], digits=5, width=9)} "
-                         f"(min {_num(loss['min'], digits=5, width=9)}, max {_num(loss['max'], digits=5, width=9)})")
+        lines.append(f"target {t['name']!r}: {t['epochs']} epochs, {t['views']} views")
+        labels = [f["label"] for f in t["features"]] + [f"constraint {c['label']}" for c in t["constraints"]]
+        width = min(40, max(map(len, labels), default=7))
+        lines.append(f"  {'':<{width}}  {'weight':>7}  {'count':>15}  {'loss mean (min - max)':<27}"
+                     f"  similarity mean (min - max)")
+        for row in t["features"] + [{**c, "label": f"constraint {c['label']}"} for c in t["constraints"]]:
+            label = row["label"] if len(row["label"]) <= width else row["label"][:width - 1] + "~"
+            line = (f"  {label:<{width}}  {_num(row['weight'])}  {row['count']:>6} ({row['share'] * 100:6.2f}%)"
+                    f"  {_triple(row['loss']):<27}")
+            if "similarity" in row:
+                line += f"  {_triple(row['similarity'], digits=2)}"
+            lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def run_line(event) -> str:
+    """The state of the run (from an engine event): epoch, learning rate, loss and the picture's mean,
+    standard deviation and saturation per channel."""
+    picture = event.image()
+    h, w = picture.shape[-2:]
+    image = picture.flatten(1)
+    saturation = (image - image.mean(0, keepdim=True)).abs().mean(1)
+    loss = _num(float(event.loss) if event.loss is not None else None).strip()
+    return (f"epoch {event.epoch} / {event.epochs}: learnrate {event.learnrate:.5f} (scale "
+            f"{event.learnrate_scale:.3f}), loss {loss}; image {w}x{h}, mean {_rgb(image.mean(1))}, "
+            f"std {_rgb(image.std(1))}, saturation {_rgb(saturation)}")
+
+
+def _rgb(values) -> str:
+    return " ".join(f"{v:.3f}" for v in values.tolist())
 
 
 def duration(seconds: float) -> str:

@@ -63,18 +63,20 @@ def pixels_or_fraction(value: float, size: int) -> float:
     return value * size if -1.0 <= value <= 1.0 else value
 
 
-def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """The luminance [N, 1, H, W] (torchvision's weights)."""
-    return TF.rgb_to_grayscale(images)
+def whole_pixels(value: float, size: int) -> int:
+    """A shift: numbers in (-1, 1) are fractions of `size`, others pixels (so `1` is one pixel); cut to whole
+    pixels towards zero, as the original."""
+    return int(value * size if abs(value) < 1.0 else value)
 
 
 def blur_params(param=None) -> dict:
     """`kernel_size` and `sigma` of a gaussian blur, declared with `param` (this module's `P` by default)."""
     param = param or P
     return {
-        "kernel_size": param("int", [3, 3], length=2, check=at_least(1), doc=(
+        "kernel_size": param("int", [3, 3], length=2, check=at_least(0), doc=(
             "The size of the pixel window: an odd, positive integer (even numbers are raised to the next odd "
-            "one). Two numbers define width and height separately.")),
+            "one, so 0, as `31*ti` gives at the last epoch, is 1: no blur). Two numbers define width and "
+            "height separately.")),
         "sigma": param("float", length=2, doc=(
             "Gaussian standard deviation: the larger, the more blurry. Without it: "
             "`0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8`. Two numbers define x and y separately.")),
@@ -140,19 +142,19 @@ def random_shift(views, shift, rng):
     (w, h), n = views.size, views.batch
     xr = shift[:2]
     yr = shift[2:] if len(shift) == 4 else shift[:2]
-    dx = uniform(rng, n, *[pixels_or_fraction(v, w) for v in xr], views.device).round()
-    dy = uniform(rng, n, *[pixels_or_fraction(v, h) for v in yr], views.device).round()
+    dx = uniform(rng, n, *[pixels_or_fraction(v, w) for v in xr], views.device).trunc()
+    dy = uniform(rng, n, *[pixels_or_fraction(v, h) for v in yr], views.device).trunc()
     return views.add(G.translation(dx, dy), views.size, "wrap")
 
 
 @geometric("shift", P("float", length=2, doc=(
-    "Translation for x and y (one number for both). Numbers in [-1, 1] are fractions of the resolution, "
-    "larger ones pixels.")))
+    "Translation for x and y (one number for both). Numbers between -1 and 1 (exclusive) are fractions of "
+    "the resolution, others pixels; the result is cut to whole pixels.")))
 def shift(views, shift):
     """Translates the image by whole pixels, wrapping the edges around: `shift: .5` moves the centre of the
     image to the former bottom-right corner."""
     w, h = views.size
-    d = torch.tensor([[round(pixels_or_fraction(shift[0], w)), round(pixels_or_fraction(shift[1], h))]],
+    d = torch.tensor([[whole_pixels(shift[0], w), whole_pixels(shift[1], h)]],
                      dtype=torch.float32, device=views.device)
     return views.add(G.translation(d[:, 0], d[:, 1]), views.size, "wrap")
 
@@ -176,13 +178,14 @@ def random_translate(views, offset, rng):
                 doc="The minimum and maximum center of rotation (for x and y) in the range [0, 1]."),
 }, random=True)
 def random_rotate(views, degree, center, rng):
-    """Randomly rotates each view by an angle in `degree` around a centre in `center`. The resolution is not
-    changed; areas outside of the image are black (zero)."""
+    """Randomly rotates each view by an angle in `degree` around a centre in `center` (cut to a whole pixel),
+    sampling the nearest pixel as torchvision's rotate does. The resolution is not changed; areas outside of
+    the image are black (zero)."""
     (w, h), n = views.size, views.batch
     angles = uniform(rng, n, degree[0], degree[1], views.device)
     cx = uniform(rng, n, center[0], center[1], views.device)
     cy = uniform(rng, n, center[0], center[1], views.device)
-    return views.add(G.rotation(angles, cx * w, cy * h), views.size)
+    return views.add(G.rotation(angles, (cx * w).trunc(), (cy * h).trunc()), views.size)
 
 
 @geometric("rotate", {
@@ -190,20 +193,22 @@ def random_rotate(views, degree, center, rng):
     "center": P("float", [0.5, 0.5], length=2, doc="The center of rotation (x and y) in the range [0, 1]."),
 })
 def rotate(views, degree, center):
-    """Rotates the image counter-clockwise. The resolution is not changed; areas outside are black (zero)."""
+    """Rotates the image counter-clockwise around `center` (cut to a whole pixel), sampling the nearest pixel:
+    torchvision's rotate with its defaults, as in the original. The resolution is not changed; areas outside
+    are black (zero)."""
     w, h = views.size
     one = torch.ones(1, device=views.device)
-    return views.add(G.rotation(one * degree, one * center[0] * w, one * center[1] * h), views.size)
+    return views.add(G.rotation(one * degree, one * int(center[0] * w), one * int(center[1] * h)), views.size)
 
 
 @geometric("random_scale", P("float", length=2, check=positive,
                              doc="Minimum and maximum scale: 0.5 is half, 2.0 double the size."), random=True)
 def random_scale(views, scale, rng):
-    """Randomly scales the contents of each view around the centre; the resolution stays, areas outside of
-    the image are black (zero)."""
+    """Randomly scales the contents of each view around the centre (bilinear, also for the other geometric
+    transforms next to it); the resolution stays, areas outside of the image are black (zero)."""
     w, h = views.size
     s = uniform(rng, views.batch, scale[0], scale[1], views.device)
-    return views.add(G.scaling(s, s, w / 2, h / 2), views.size)
+    return views.add(G.scaling(s, s, w / 2, h / 2), views.size, smooth=True)
 
 
 @geometric("random_perspective", {
@@ -213,8 +218,9 @@ def random_scale(views, scale, rng):
     "probability": P("float", 1.0, check=in_range(0, 1), doc="The chance of each view to be distorted."),
 }, random=True)
 def random_perspective(views, distortion, probability, rng):
-    """Randomly projects each view as if seen at an angle: its corners move inwards by random amounts.
-    The resolution is not changed; areas outside of the image are black (zero)."""
+    """Randomly projects each view as if seen at an angle: its corners move inwards by random amounts
+    (bilinear, also for the other geometric transforms next to it). The resolution is not changed; areas
+    outside of the image are black (zero)."""
     (w, h), n, device = views.size, views.batch, views.device
     strength = uniform(rng, n, distortion[0], distortion[1], device)
     strength = strength * (torch.rand(n, generator=rng, device=device) < probability)
@@ -223,7 +229,7 @@ def random_perspective(views, distortion, probability, rng):
     # each corner moves towards the centre by up to `strength` times half the size
     centre = torch.tensor([w / 2, h / 2], device=device)
     moved = corners + (centre - corners) * moves * strength[:, None, None]
-    return views.add(G.homography(moved, corners.expand(n, -1, -1)), views.size)
+    return views.add(G.homography(moved, corners.expand(n, -1, -1)), views.size, smooth=True)
 
 
 def crop_offsets(size: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
@@ -242,11 +248,11 @@ def center_crop(views, size):
 @geometric("crop", P("float", length=4, check=lambda v: None if min(v) >= 0 and min(v[2:]) > 0 else
                      "needs x, y >= 0 and width, height > 0", doc=(
     "x and y of the top-left corner, then width and height. Numbers below 1 are fractions of the resolution, "
-    "numbers from 1 on are pixels.")), keeps_resolution=False)
+    "numbers from 1 on are pixels; the results are cut to whole pixels.")), keeps_resolution=False)
 def crop(views, xywh):
     """Crops a fixed section from the image (black where it reaches outside)."""
     w, h = views.size
-    x, y, cw, ch = (round(v * size if v < 1 else v) for v, size in zip(xywh, (w, h, w, h)))
+    x, y, cw, ch = (int(v * size if v < 1 else v) for v, size in zip(xywh, (w, h, w, h)))
     return views.add(G.translation(*torch.tensor([[-x], [-y]], dtype=torch.float32)), (max(1, cw), max(1, ch)))
 
 
@@ -279,7 +285,7 @@ def pad(views, size, color, mode):
     """Adds pixels around the image."""
     px, py = size
     w, h = views.size
-    fill = torch.tensor(color, dtype=torch.float32, device=views.device)
+    fill = torch.tensor(color, dtype=torch.float32, device=views.device).clamp(0, 1)  # every result is in [0, 1]
     move = G.translation(*torch.tensor([[px], [py]], dtype=torch.float32))
     return views.add(move, (w + 2 * px, h + 2 * py), mode, fill)
 
@@ -354,28 +360,28 @@ def clamp(images, limits):
 @transform("contrast", P("float", 1.0, check=at_least(0), doc=(
     "The contrast factor: 0 gives a flat gray image, 1 the original, 2 twice the contrast.")))
 def contrast(images, contrast):
-    """Changes the contrast: each view is blended with its mean gray (torchvision's `adjust_contrast` without
-    clamping). Lowering it before CLIP sees the views increases the contrast of the trained image."""
-    gray = grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
-    return gray + contrast * (images - gray)
+    """Changes the contrast: each view is blended with its mean gray and clamped to [0, 1] (torchvision's
+    `adjust_contrast`). Lowering it before CLIP sees the views increases the contrast of the trained image."""
+    return TF.adjust_contrast(images, contrast)
 
 
-@transform("saturation", P("float", 1.0, doc=(
+@transform("saturation", P("float", 1.0, check=at_least(0), doc=(
     "The saturation factor: 0 gives a black and white image, 1 the original, 2 twice the saturation.")))
 def saturation(images, saturation):
-    """Changes the saturation: each pixel is blended with its gray value (no clamping). Lowering it before CLIP
-    sees the views increases the saturation of the trained image."""
-    gray = grayscale(images)
-    return gray + saturation * (images - gray)
+    """Changes the saturation: each pixel is blended with its gray value and clamped to [0, 1] (torchvision's
+    `adjust_saturation`). Lowering it before CLIP sees the views increases the saturation of the trained
+    image."""
+    return TF.adjust_saturation(images, saturation)
 
 
 @transform("quantize", P("float", length=3, check=positive, doc=(
     "The step size of red, green and blue; one number for all.")))
 def quantize(images, step):
-    """Rounds the colour values to multiples of a step. The gradient passes as if nothing happened (a
-    straight-through estimator), but small training steps are lost: most useful in `postproc`."""
+    """Cuts the colour values down to multiples of a step (floor). No gradient passes (the small training
+    steps are lost), so in `targets[].transforms` it stops that target's training: it is meant for
+    `postproc`."""
     s = rgb(step, images)
-    return images + (torch.round(images / s) * s - images).detach()
+    return torch.floor(images / s) * s
 
 
 @transform("edge", {

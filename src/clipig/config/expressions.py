@@ -29,8 +29,8 @@ operators) is rejected by :func:`compile_expression`. Cost is bounded: source
 length, node count and nesting depth are limited, and huge powers, products,
 repetitions and factorials raise :class:`ExpressionError` ("too expensive").
 
-Time: ``t = epoch / epochs``, so ``t`` is 0.0 at the first epoch and 1.0 at
-the *end* of training; the last epoch itself sees ``t == (epochs-1)/epochs``.
+Time: ``t = epoch / (epochs - 1)``, so ``t`` is 0.0 at the first epoch and
+exactly 1.0 at the last one (as in the original CLIPig).
 """
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def _group(*entries) -> dict[str, str]:
 VARIABLE_GROUPS: dict[str, dict[str, str]] = {
     "time": _group(
         ("epoch", None, "int, the current epoch, counting from 0"),
-        ("time", "t", "float, epoch / epochs: 0.0 at the start, 1.0 at the end of training"),
+        ("time", "t", "float, epoch / (epochs - 1): 0.0 at the first epoch, exactly 1.0 at the last"),
         *((f"time{n}", f"t{n}", f"time ** {n}") for n in range(2, 6)),
         ("time_inverse", "ti", "1 - time"),
         *((f"time_inverse{n}", f"ti{n}", f"(1 - time) ** {n}") for n in range(2, 6)),
@@ -251,20 +251,23 @@ VARIABLE_GROUPS: dict[str, dict[str, str]] = {
         ("width", None, "image width in pixels"), ("height", None, "image height in pixels"),
     ),
     "learnrate": _group(
-        ("learnrate", "lr", "the currently set learnrate"),
-        ("learnrate_scale", "lrs", "the current scaling factor of the learnrate"),
+        ("learnrate", "lr", "the learning rate the optimizer uses in this epoch: its base rate (e.g. 0.01"
+                            " for adam) * `learnrate` * `learnrate_scale`"),
+        ("learnrate_scale", "lrs", "the current value of `learnrate_scale`"),
     ),
-    "target_feature": _group(("similarity", "sim", "similarity of the current transformed image"
-                              " to this feature, CLIP scale -100..100")),
-    "target_constraint": _group(("similarity", "sim", "mean similarity of the current views with"
-                                 " the target's features, -100..100")),
+    "target_feature": _group(("similarity", "sim", "similarity of the current view to this feature:"
+                              " 100 * cosine similarity (-100..100), times the feature's `fair` factor"
+                              " and `scale`")),
+    "target_constraint": _group(("similarity", "sim", "mean similarity of the current view to all"
+                                 " features of the target (each as for a feature's `sim`)")),
 }
 CALLABLE_VARIABLES = frozenset({"time_step", "ts"})
 
 
 def time_variables(epoch: int, epochs: int) -> dict:
-    """All variables of the "time" group; ``t = epoch / max(1, epochs)``."""
-    t = epoch / max(1, epochs)
+    """All variables of the "time" group; ``t = epoch / (epochs - 1)``: 0 at the first epoch, 1 at the last."""
+    from .timing import run_time
+    t = run_time(epoch, epochs)
 
     def time_step(a, b):
         if a == b:

@@ -116,14 +116,16 @@ def build_schema() -> Section:
         "end": end_param("the feature"),
         "weight": Param("float", 1.0, groups=FEATURE_VARS, doc=(
             "A weight to control the influence of the feature. Negative weights are allowed and roughly mean: "
-            "generate an image that is least like that feature.")),
+            "generate an image that is least like that feature. An expression that reads `sim` is evaluated for "
+            "each view with that view's (scaled) similarity to this feature.")),
         "scale": Param("float", 1.0, groups=FEATURE_VARS, doc=(
-            "Multiplied with the similarity to yield the similarity used, e.g. for `select: best`.")),
+            "Multiplied with the similarity to yield the similarity used: for `select: best`/`worst`, as `sim` "
+            "of the weight expressions and in the statistics.")),
         "loss": Param("str", "cosine", groups=FEATURE_VARS, choices=("cosine", "l1", "l2"),
                       aliases={"mae": "l1", "mse": "l2"}, doc=(
             "The loss between current and desired feature. `cosine`: 1 - cosine similarity (CLIP was trained "
-            "with it, the default). `l1`/`mae`: mean absolute error of the feature vectors. `l2`/`mse`: mean "
-            "squared error.")),
+            "with it, the default). `l1`/`mae`: 100 times the mean absolute difference of the normalised "
+            "feature vectors. `l2`/`mse`: 100 times their mean squared difference.")),
     }, one_of=("text", "image"))
 
     target = Section("A target: features, transforms and constraints that drive the image.", {
@@ -131,31 +133,39 @@ def build_schema() -> Section:
         "name": Param("str", "target", doc="The name of the target, shown in the statistics."),
         "start": start_param("the whole target"),
         "end": end_param("the whole target"),
-        "weight": Param("float", 1.0, groups=CONSTRAINT_VARS,
-                        doc="Multiplied with all the weights of features and constraints of this target."),
+        "weight": Param("float", 1.0, groups=CONSTRAINT_VARS, doc=(
+            "Multiplied with the loss of each view (its features and constraints). Its `sim` is the view's mean "
+            "similarity to all features of the target.")),
         "model": Param("names", doc=(
             "The models of the ensemble (names from the top-level `model`) that judge this target's views; "
             "by default all. Their weights are divided by their sum, so a target that names one model is "
             "judged by that model alone, and the other models never see its views.")),
         "batch_size": Param("int", 1, check=at_least(1), doc=(
-            "The number of randomly transformed views of the image shown to CLIP in one epoch. A larger batch "
-            "costs more per epoch but gives a steadier gradient; 100 epochs at batch size 10 are much faster "
-            "than 1000 epochs at batch size 1.")),
+            "The number of randomly transformed views of the image shown to CLIP in one epoch. The losses of "
+            "all views (of all targets) are added up, so a larger batch also takes a larger step with `sgd`. A "
+            "target without random transforms has one view whatever its batch size (all would be the same). "
+            "100 epochs at batch size 10 are much faster than 1000 epochs at batch size 1.")),
         "select": Param("str", "all", choices=("all", "best", "worst", "mix"), doc=(
-            "How several features are used. `all`: all feature losses, multiplied by their weights, are added. "
-            "`best`: per view, only the feature with the highest (scaled) similarity is trained. `worst`: per "
-            "view, only the feature with the lowest similarity is trained, which spreads the training over all "
-            "features. `mix`: the features are averaged by their weights into one feature, which is then "
-            "compared with the view (using the loss of the first feature).")),
+            "How several features are used, per view. `all`: all feature losses, multiplied by their weights, "
+            "are added. `best`: only the active feature with the highest similarity (times `fair` and `scale`) "
+            "is trained, with its weight. `worst`: only the one with the lowest similarity, which spreads the "
+            "training over all features. `mix`: the active features are averaged into one, `sum(weight * "
+            "feature) / sum(abs(weight))`, which is then compared with the view using the loss function of the "
+            "first feature; the weights are not applied again to that loss.")),
         "feature_scale": Param("str", "equal", choices=("equal", "fair"), doc=(
-            "Initial scaling of each feature's similarity. `equal`: all factors are 1. `fair`: the factors are "
-            "set at the target's first epoch so that the initial image has the same similarity to every "
-            "feature (each factor is the mean similarity divided by the feature's similarity).")),
+            "Scaling of each feature's similarity. `equal`: all factors are 1. `fair`: factors computed once, "
+            "from the start picture (the whole image at the CLIP input size, before any transform), so that it "
+            "has the same similarity to every feature: `1 / similarity`, divided by the largest of these, so "
+            "the factor of the least similar feature is 1.")),
         "features": ListOf(feature, "The features (texts or images) of the target."),
-        "transforms": Plugins(TRANSFORMS, "Transforms shape the views of the image before CLIP evaluates them. "
-                              "Each entry may also have `active`, `start` and `end`.", extra=ENTRY_FIELDS),
+        "transforms": Plugins(TRANSFORMS, "Transforms shape the views of the image before CLIP evaluates them, "
+                              "in order; the result of each is clamped to [0, 1] (as in the original). The views "
+                              "are then resized (bicubic) to the CLIP input size. Each entry may also have "
+                              "`active`, `start` and `end`.", extra=ENTRY_FIELDS),
         "constraints": Plugins(CONSTRAINTS, "Constraints add losses computed on the transformed views without "
-                               "CLIP (mean, saturation, blur, ...)."),
+                               "CLIP (mean, saturation, blur, ...): on the views as CLIP sees them, at its input "
+                               "size and clamped to [0, 1]. Each view's constraint losses are added to its "
+                               "feature losses, times the target's weight."),
     })
 
     return Section("An experiment.", {
@@ -176,10 +186,13 @@ def build_schema() -> Section:
             "same machine. Without it a seed is drawn and written to the sidecar YAML.")),
         "resolution": Param("int", [224, 224], length=2, groups=TIME, check=at_least(1), doc=(
             "Resolution of the image: one number for a square image or width and height. It may change during "
-            "training, e.g. `224 if t < .2 else 448`; `interpolation` is used to resize.")),
+            "training, e.g. `224 if t < .2 else 448`; `interpolation` is used to resize. Whatever the "
+            "resolution, each view is resized (bicubic) to the CLIP input size (224 for most models) before "
+            "CLIP and the constraints see it, and clamped to [0, 1].")),
         "interpolation": Param("str", "cubic", groups=TIME, choices=("nearest", "linear", "cubic"),
                                aliases={"bilinear": "linear", "bicubic": "cubic"}, doc=(
-            "Filter used when resizing the training image: `nearest`, `linear` (bilinear) or `cubic` (bicubic).")),
+            "Filter used when resizing the training image during training: `nearest`, `linear` (bilinear) or "
+            "`cubic` (bicubic, antialiased when shrinking). The start image is always scaled bicubic.")),
         "model": Param("models", "ViT-B/32", doc=(
             "The CLIP model: an OpenAI name (`RN50`, `RN101`, `RN50x4`, `RN50x16`, `RN50x64`, `ViT-B/32`, "
             "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, a path to a "
@@ -204,36 +217,51 @@ def build_schema() -> Section:
             "most 2% faster than the default path, so it is off by default. Needs a C compiler on the CPU.")),
         "learnrate": Param("float", 1.0, groups=RES_TIME, doc=(
             "The learning rate of the optimizer, scaled per optimizer so that 1.0 means about the same step size "
-            "for each, and with every `parameterization`. Available to other expressions as `learnrate`/`lr`.")),
+            "for each, and with every `parameterization`: the optimizer's rate is its base rate (see "
+            "`optimizer`) times `learnrate` times `learnrate_scale`, set each epoch. That rate is available to "
+            "other expressions as `learnrate`/`lr`.")),
         "learnrate_scale": Param("float", 1.0, groups=RES_TIME, doc=(
             "A factor for the learning rate, handy as an expression like `1. - t`. Available to other "
             "expressions as `learnrate_scale`/`lrs`.")),
-        "optimizer": Param("str", "adam", choices=("adam", "adamw", "sgd", "rmsprop", "adadelta"),
+        "optimizer": Param("str", "adam", choices=("adam", "adamw", "sgd", "rmsprop", "sparse_adam", "adadelta"),
                            aliases={"rmsprob": "rmsprop"}, doc=(
-            "The torch optimizer for the gradient descent: `adam`, `adamw`, `sgd`, `rmsprop` (also spelled "
-            "`rmsprob`) or `adadelta`.")),
+            "The torch optimizer for the gradient descent, with its base rate: `adam` (0.01), `adamw` (0.01), "
+            "`sgd` (10), `rmsprop` (also spelled `rmsprob`; centered, momentum 0.1, 0.003), `adadelta` (20). "
+            "`sparse_adam` is what the original CLIPig calls a plain RMSprop at 0.01 (not torch's SparseAdam, "
+            "which cannot train dense pixels); it is kept so that its experiments give the same picture. A "
+            "change of `resolution` starts the optimizer afresh.")),
         "parameterization": OneOf(PARAMETERIZATIONS, "pixels", (
             "What the optimizer trains: the pixels themselves, or a representation that becomes the image "
             "(`fft`, `pyramid`), optionally in decorrelated colours. Shorthand `parameterization: fft`, or a map "
             "`{type: fft, decay: 1.5, decorrelate: true}`. Every type starts from the `init` image exactly, "
             "keeps the picture through resolution changes and post-processing, and `learnrate: 1` gives about "
             "the same step size with each (see [parameterizations](parameterizations.md)).")),
-        "init": Section("How the pixels are initialised. Default is random pixels.", {
+        "init": Section("How the pixels are initialised. Default is random pixels. The start image (noise or "
+                        "`image`) is made at `init.resolution`, multiplied by `std` and `mean` is added, then "
+                        "it is scaled (bicubic) to `resolution` and clamped to [0, 1].", {
             "resolution": Param("int", length=2, check=at_least(1), doc=(
                 "Resolution of the noise or loaded image before it is scaled to the training resolution "
                 "(e.g. `10` for a smooth, low-resolution noise).")),
             "mean": Param("float", [0.5, 0.5, 0.5], length=3, doc=(
-                "The mean (brightness) of the initial pixel noise: one number for gray or three for RGB.")),
+                "The mean (brightness) of the initial pixel noise: one number for gray or three for RGB. Also "
+                "added to an `image` (after multiplying it by `std`): with an image, `mean: 0, std: 1` keeps "
+                "it as it is, the defaults give a pale version of it.")),
             "std": Param("float", [0.1, 0.1, 0.1], length=3, check=at_least(0), doc=(
-                "The standard deviation of the initial pixel noise: one number or three for RGB.")),
-            "image": Param("str", doc="A file name of an image to start from, scaled to the resolution."),
+                "The standard deviation of the initial pixel noise: one number or three for RGB. An `image` is "
+                "multiplied by it.")),
+            "image": Param("str", doc=(
+                "A file name of an image to start from: scaled (bicubic, keeping its aspect ratio) to cover "
+                "`init.resolution` (or `resolution`) and cropped at the centre, then `* std + mean`.")),
             "image_tensor": Param("list", doc=(
-                "A [C, H, W] nested list of pixel values in [0, 1] to start from (used by the GUI to continue "
-                "training after config changes).")),
+                "A [C, H, W] nested list of pixel values to start from, scaled and cropped like `image` but "
+                "without `std`, `mean` and clamping (used by the GUI to continue training after config "
+                "changes).")),
         }),
         "targets": ListOf(target, "The targets that define the desired image."),
         "postproc": Plugins(TRANSFORMS, "Post-processing: resolution-keeping transforms applied to the pixels "
-                            "directly after each training step, outside the gradient.",
+                            "directly at the start of each epoch (before the views are made), outside the "
+                            "gradient. They work on the trained values themselves, which may lie outside [0, 1]; "
+                            "the result of each active entry is clamped to [0, 1] (as in the original).",
                             extra=ENTRY_FIELDS, postproc=True),
     })
 

@@ -1,19 +1,21 @@
-"""`start`/`end` values: an int is an epoch, a float a fraction of the run, `"23.5%"` a percentage; and
-`is_on`, the one answer to "is this on at this epoch" for targets, features, constraints, transforms and
-post-processing."""
+"""Time in a run: `t` of an epoch, `start`/`end` values (an int is an epoch, a float a time `t`, `"23.5%"` a
+percentage of the run), and `is_on`, the one answer to "is this on at this epoch" for targets, features,
+constraints, transforms and post-processing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
+def run_time(epoch: int, epochs: int) -> float:
+    """`t` of an epoch: 0 at the first epoch, exactly 1 at the last (`epoch / (epochs - 1)`)."""
+    return epoch / max(1, epochs - 1)
+
+
 @dataclass(frozen=True)
 class TimePoint:
     value: float
     kind: str  # "epoch" | "fraction"
-
-    def epoch(self, epochs: int) -> float:
-        return self.value if self.kind == "epoch" else self.value * epochs
 
     def __str__(self) -> str:
         return str(int(self.value)) if self.kind == "epoch" else f"{self.value * 100:g}%"
@@ -39,9 +41,11 @@ def parse_time(raw) -> TimePoint:
 
 
 def is_active(start: TimePoint, end: TimePoint, epoch: int, epochs: int) -> bool:
-    """Active from `start` (inclusive) until `end` (exclusive); `end: 1.0` lasts to the final epoch."""
-    return start.epoch(epochs) <= epoch < end.epoch(epochs) or (end.kind == "fraction" and end.value >= 1.0
-                                                                  and start.epoch(epochs) <= epoch)
+    """Active from `start` to `end`, both inclusive: an epoch bound is compared with the epoch, a fraction
+    with `t` of the epoch (so `end: 1.0` includes the last epoch and `end: 3` the fourth)."""
+    t = run_time(epoch, epochs)
+    begun = start.value <= (epoch if start.kind == "epoch" else t)
+    return begun and (epoch if end.kind == "epoch" else t) <= end.value
 
 
 def is_on(node, variables: dict) -> bool:

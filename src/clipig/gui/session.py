@@ -405,12 +405,11 @@ class Session:
         """Statistics, rate and a plot point (training thread, a few times per second)."""
         from ..report import statistics_table
         self._last_sample = now
-        window = event.statistics(window=True)
         total = event.statistics()
         loss = float(self._loss_sum) / self._loss_count if self._loss_count else None
         self._loss_sum, self._loss_count = None, 0
         similarity = {}
-        for t in window:
+        for t in total:
             for f in t["features"]:
                 if f["similarity"]["mean"] is not None:
                     similarity[f"{t['name']}: {f['label']}"] = round(f["similarity"]["mean"], 4)
