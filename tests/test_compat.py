@@ -63,7 +63,7 @@ def config_of(argv: list[str], folder: Path):
     (["a.yaml", "-s", "60"], ["a.yaml"], {"snapshot_interval": 60.0}),
     (["a.yaml", "--snapshot-interval", "0.0"], ["a.yaml"], {"snapshot_interval": 0.0}),
     (["a.yaml", "-d", "cpu"], ["a.yaml"], {"device": "cpu"}),
-    (["a.yaml", "--device", "cpu", "--model", "random:tiny"], ["a.yaml"], {"device": "cpu", "model": "random:tiny"}),
+    (["a.yaml", "--device", "cpu", "--model", "random:tiny"], ["a.yaml"], {"device": "cpu", "model": [{"name": "random:tiny", "weight": 1.0}]}),
     (["-v", "a.yaml"], ["a.yaml"], {"verbose": 2}),
     (["a.yaml", "-v"], ["a.yaml"], {"verbose": 2}),
     (["a.yaml", "-v", "0"], ["a.yaml"], {"verbose": 0}),

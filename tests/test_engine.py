@@ -260,20 +260,20 @@ def test_a_feature_never_active_shows_no_weight(tiny):
 # --- the original's semantics (see docs/differences.md; tests/test_fidelity.py compares with its numbers) ----
 
 def losses_of(text, critic, *overrides):
-    engine = make_engine(text, critic, *overrides)
+    engine = make_engine(text, *overrides)
     losses = []
-    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None)
     engine.run()
     return engine, losses
 
 
 def test_views_are_added_up_and_a_deterministic_target_has_one_view(tiny):
     text = "epochs: 2\nresolution: 16\ntargets:\n  - batch_size: {batch}\n    features:\n      - text: a\n{more}"
-    _, one = losses_of(text.format(batch=1, more=""), tiny, "learnrate=0")
-    engine, same = losses_of(text.format(batch=3, more=""), tiny, "learnrate=0")
+    _, one = losses_of(text.format(batch=1, more=""), "learnrate=0")
+    engine, same = losses_of(text.format(batch=3, more=""), "learnrate=0")
     assert same == pytest.approx(one) and engine.statistics()[0]["views"] == 2  # no random transform: 1 view
     rotate = "    transforms:\n      - random_rotate: 0 0\n"  # random, but all three views are the same
-    engine, three = losses_of(text.format(batch=3, more=rotate), tiny, "learnrate=0")
+    engine, three = losses_of(text.format(batch=3, more=rotate), "learnrate=0")
     assert three == pytest.approx([3 * x for x in one], rel=1e-5) and engine.statistics()[0]["views"] == 6
 
 
@@ -285,13 +285,13 @@ def test_every_transform_result_and_postproc_result_is_clamped(tiny):
             return getattr(tiny, name)
 
         def encode_image(self, images, compiled=False):
-            seen.append(images.detach())
+            seen.append(torch.cat(list(images)).detach() if isinstance(images, list) else images.detach())
             return tiny.encode_image(images, compiled)
 
     text = "epochs: 1\nresolution: 16\ntargets:\n  - features:\n      - text: a\n    transforms:\n" \
            "      - mul: 3\n      - add: -1.5\n"
     engine = make_engine(text)
-    engine.critic = Spy()
+    engine.critic.critics[0] = Spy()
     engine.run()
     start = make_engine(text).image()
     expected = (start * 3).clamp(0, 1) - 1.5  # clamped after mul: nothing is left above 0 after add -1.5
@@ -300,9 +300,9 @@ def test_every_transform_result_and_postproc_result_is_clamped(tiny):
             "postproc": [{"add": 0.0}], "init": {"image_tensor": torch.full((3, 4, 4), 1.7).tolist()}}
     import yaml
     engine = make_engine(yaml.safe_dump(data))
-    assert float(engine.pixels.data.detach().max()) == pytest.approx(1.7)  # image_tensor: not clamped at the start
+    assert float(engine.image(unclamped=True).max()) == pytest.approx(1.7)  # image_tensor: not clamped at the start
     engine.run()
-    assert float(engine.pixels.data.detach().max()) == 1.0  # the post-processing clamped the trained values
+    assert float(engine.image(unclamped=True).max()) == 1.0  # the post-processing clamped the trained values
 
 
 def test_fair_factors_are_inverse_similarities_over_their_largest(tiny):
@@ -310,8 +310,8 @@ def test_fair_factors_are_inverse_similarities_over_their_largest(tiny):
                          "      - text: a\n      - text: b\n      - text: c\n")
     target = engine.targets[0]
     with torch.no_grad():
-        start = engine.critic.encode_image(engine.fit(engine.pixels()[None]))
-    s = (target.normed @ F.normalize(start, dim=-1).T)[:, 0]
+        start = engine.critic.critics[0].encode_image(engine.fit(engine.canvas.image()[None]))
+    s = (target.normed[0] @ F.normalize(start, dim=-1).T)[:, 0]
     assert torch.allclose(target.fair, (1 / s) / (1 / s).max(), rtol=1e-5)
     assert float(target.fair.max()) == 1.0
 
@@ -329,7 +329,7 @@ def test_the_learnrate_variable_is_the_optimizers_rate(tiny):
            "  - features:\n      - text: a\n    transforms:\n      - add: lr / 1000\n"
     engine = make_engine(text)
     seen = []
-    engine.listeners.append(lambda e: seen.append(e.engine.learnrate) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: seen.append(e.learnrate) if e.kind == "epoch" else None)
     engine.run()
     assert seen == [10.0]
     assert engine.optimizer.param_groups[0]["lr"] == 10.0

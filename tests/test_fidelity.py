@@ -41,14 +41,14 @@ def grey_levels(image: torch.Tensor, path: Path) -> np.ndarray:
 
 
 def run(name: str, critic):
-    engine = make_engine(config_text(name), critic)
+    engine = make_engine(config_text(name))
     start = engine.image()
     losses, views = [], []
 
     def listen(event):
         if event.kind == "epoch":
-            losses.append(float(event.data["loss"]))
-            views.append(sum(t["views"] for t in event.engine.statistics()))
+            losses.append(float(event.loss))
+            views.append(sum(t["views"] for t in event.statistics()))
 
     engine.listeners.append(listen)
     engine.run()
