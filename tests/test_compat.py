@@ -248,9 +248,9 @@ def test_expressions_are_checked_at_their_start_values_before_the_model_loads(tm
     path.write_text("resolution: 16 if t > 0 else 0\n")
     assert main([str(path)]) == 2
     assert "resolution: must be at least 1, got [0, 0] (at epoch 0)" in capsys.readouterr().err
-    path.write_text("epochs: 10\nstart_epoch: 5\nlearnrate: 1/(t - .5)\n")
+    path.write_text("epochs: 10\nstart_epoch: 5\nlearnrate: 1/(t - 5/9)\n")  # t = epoch / (epochs - 1)
     assert main([str(path)]) == 2
-    assert "learnrate: expression '1/(t - .5)' failed at epoch 5: division by zero" in capsys.readouterr().err
+    assert "learnrate: expression '1/(t - 5/9)' failed at epoch 5: division by zero" in capsys.readouterr().err
 
 
 def test_random_functions_by_bare_and_qualified_names():
