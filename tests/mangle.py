@@ -93,10 +93,13 @@ def run(data, folder: Path) -> tuple[str, int, str]:
 
 @contextlib.contextmanager
 def one_epoch():
-    """Every Engine stops after its first epoch; memory is limited (8 GB more than now) so that a mangled size
-    fails fast."""
+    """Every Engine stops after its first epoch, on one thread; memory is limited (8 GB more than now) so
+    that a mangled size fails fast."""
+    import torch
+
     from clipig.engine import Engine
-    step = Engine.step
+    step, threads = Engine.step, torch.get_num_threads()
+    torch.set_num_threads(1)
 
     def first_only(self):
         step(self)
@@ -110,6 +113,7 @@ def one_epoch():
         yield
     finally:
         Engine.step = step
+        torch.set_num_threads(threads)
         resource.setrlimit(resource.RLIMIT_AS, limits)
 
 
@@ -122,8 +126,6 @@ def summary(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    import torch
-    torch.set_num_threads(1)
     files = [Path(f) for f in argv] or sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("benchmarks/*.yaml")])
     bad = total = 0
     with tempfile.TemporaryDirectory() as tmp, one_epoch():
