@@ -119,7 +119,8 @@ def one_epoch():
 
 def summary(text: str) -> str:
     """The last frame in clipig and the exception of a traceback, or the messages."""
-    lines = [line for line in text.strip().splitlines() if not line.startswith(("frame #", "<omitting", "Exception raised"))]
+    noise = ("frame #", "<omitting", "Exception raised")
+    lines = [line for line in text.strip().splitlines() if not line.startswith(noise)]
     frames = [line.strip() for line in lines if line.strip().startswith('File "') and "/clipig/" in line]
     ends = [line for line in lines if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", line)]
     return " | ".join(frames[-1:] + ends[-1:]) if ends else " | ".join(lines[-3:])
