@@ -93,10 +93,13 @@ def run(data, folder: Path) -> tuple[str, int, str]:
 
 @contextlib.contextmanager
 def one_epoch():
-    """Every Engine stops after its first epoch; memory is limited (8 GB more than now) so that a mangled size
-    fails fast."""
+    """Every Engine stops after its first epoch, on one thread; memory is limited (8 GB more than now) so
+    that a mangled size fails fast."""
+    import torch
+
     from clipig.engine import Engine
-    step = Engine.step
+    step, threads = Engine.step, torch.get_num_threads()
+    torch.set_num_threads(1)
 
     def first_only(self):
         step(self)
@@ -110,20 +113,20 @@ def one_epoch():
         yield
     finally:
         Engine.step = step
+        torch.set_num_threads(threads)
         resource.setrlimit(resource.RLIMIT_AS, limits)
 
 
 def summary(text: str) -> str:
     """The last frame in clipig and the exception of a traceback, or the messages."""
-    lines = [line for line in text.strip().splitlines() if not line.startswith(("frame #", "<omitting", "Exception raised"))]
+    noise = ("frame #", "<omitting", "Exception raised")
+    lines = [line for line in text.strip().splitlines() if not line.startswith(noise)]
     frames = [line.strip() for line in lines if line.strip().startswith('File "') and "/clipig/" in line]
     ends = [line for line in lines if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", line)]
     return " | ".join(frames[-1:] + ends[-1:]) if ends else " | ".join(lines[-3:])
 
 
 def main(argv: list[str]) -> int:
-    import torch
-    torch.set_num_threads(1)
     files = [Path(f) for f in argv] or sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("benchmarks/*.yaml")])
     bad = total = 0
     with tempfile.TemporaryDirectory() as tmp, one_epoch():

@@ -236,7 +236,8 @@ def test_expressions_are_checked_at_their_start_values_before_the_model_loads(tm
         "      - noise: 1/t": "targets[0].transforms[0].noise: expression '1/t' failed at epoch 0: division by zero",
         "      - random_rotate:\n          degree: -30 sqrt(t-1)":
             "targets[0].transforms[0].random_rotate.degree: expression 'sqrt(t-1)' failed at epoch 0",
-        "      - resize: 0 if t < .5 else 16": "targets[0].transforms[0].resize: must be at least 1, got [0, 0] (at epoch 0)",
+        "      - resize: 0 if t < .5 else 16":
+            "targets[0].transforms[0].resize: must be at least 1, got [0, 0] (at epoch 0)",
         "      - noise: .1\n        start: '[1][t]'": "targets[0].transforms[0].start: expression '[1][t]' failed",
     }
     for transforms, message in cases.items():
