@@ -254,19 +254,20 @@ def test_a_feature_that_starts_by_expression_is_trained_only_from_then():
 
 def test_one_answer_for_targets_features_constraints_transforms_and_postproc():
     """The same start/end (an epoch, a fraction, a percentage, an expression) means the same epochs for every
-    kind of entry, and `active: false` turns off those that have it."""
+    kind of entry (both ends inclusive: epoch 7 and `t = 7/9 <= 0.8`), and `active: false` turns off those
+    that have it."""
     config = cfg("""
 epochs: 10
 targets:
   - start: 2
     end: 80%
     features:
-      - {text: a, start: 0.2, end: '4*2'}
+      - {text: a, start: 0.2, end: '4*2-1'}
     transforms:
       - {noise: 0.1, start: '20%', end: 0.8}
       - {blur: 3, active: false}
     constraints:
-      - mean: {above: 0.1, start: 'epoch - epoch + 2', end: 8}
+      - mean: {above: 0.1, start: 'epoch - epoch + 2', end: 7}
 postproc:
   - {blur: 3, start: 2, end: 0.8}
 """)
