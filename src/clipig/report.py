@@ -19,11 +19,12 @@ def statistics_table(targets: list[dict]) -> str:
     """Per target and feature, as the original CLIPig prints them: the weight it was last used with, on how
     many views it was trained (and their share of the target's views: 100% each for `select: all`), its loss
     and similarity (mean, min - max over the target's last 30 views); per constraint its weight, views and loss
-    (times its weight)."""
+    (times its weight). With an ensemble, each model's similarity follows on a line of its own."""
     lines = []
     for t in targets:
         lines.append(f"target {t['name']!r}: {t['epochs']} epochs, {t['views']} views")
-        labels = [f["label"] for f in t["features"]] + [f"constraint {c['label']}" for c in t["constraints"]]
+        labels = ([f["label"] for f in t["features"]] + [f"constraint {c['label']}" for c in t["constraints"]]
+                  + [f"  {m}" for f in t["features"] for m in f.get("models", ())])
         width = min(40, max(map(len, labels), default=7))
         lines.append(f"  {'':<{width}}  {'weight':>7}  {'count':>15}  {'loss mean (min - max)':<27}"
                      f"  similarity mean (min - max)")
@@ -34,6 +35,9 @@ def statistics_table(targets: list[dict]) -> str:
             if "similarity" in row:
                 line += f"  {_triple(row['similarity'], digits=2)}"
             lines.append(line.rstrip())
+            for model, sim in row.get("models", {}).items():
+                name = f"  {model}" if len(model) + 2 <= width else f"  {model[:width - 3]}~"
+                lines.append(f"  {name:<{width}}  {'':>7}  {'':>15}  {'':<27}  {_triple(sim, digits=2)}")
     return "\n".join(lines)
 
 
