@@ -15,6 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from clipig.critic import load_critic
 from clipig.config.errors import ConfigError
 from clipig.config.loader import load
 from clipig.config.schema import validate
@@ -108,7 +109,7 @@ def test_rate_equals_the_engines_similarity(tmp_path, capsys):
 
     # the engine's own statistics for the same pixels: the image as init, no transforms, no step taken
     config = load(texts=["model: random:tiny\ndevice: cpu\nepochs: 1\nlearnrate: 0\nresolution: 16\n"
-                         f"init: {{image: {png}}}\ntargets:\n  - features:\n"
+                         f"init: {{image: {png}, mean: 0, std: 1}}\ntargets:\n  - features:\n"
                          + "".join(f"      - text: {t}\n" for t in texts)])
     engine = open_run(config)
     engine.run()
