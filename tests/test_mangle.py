@@ -45,7 +45,7 @@ SIZE = "epochs: 1\nresolution: 16\n"
     # sizes that fit 64 bits but no memory: out of memory, exit 1
     ("resolution: 2**40\n" + TARGET, 1, "error: sizes too large for any memory (a tensor of [3, 1099511627776, "
      "1099511627776])"),
-    (SIZE + "targets:\n  - batch_size: 2**62\n    features:\n      - text: a\n", 1,
+    (SIZE + "targets:\n  - batch_size: 2**62\n    features:\n      - text: a\n    transforms:\n      - noise: 0.1\n", 1,
      "error: sizes too large for any memory"),
     (SIZE + TARGET + "    transforms:\n      - repeat: 2**62\n", 1, "error: sizes too large for any memory"),
     # a product of two allowed numbers that float32 cannot hold
