@@ -40,8 +40,8 @@ def test_render_never_overwrites_and_writes_the_sidecar(tmp_path, tiny):
     out = tmp_path / "images"
     for _ in range(3):
         assert main([str(config), "-o", f"{out}/", *TINY]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["demo-1.png", "demo-1.yaml", "demo-2.png", "demo-2.yaml",
-                                                     "demo.png", "demo.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [f"demo{n}.{suffix}" for n in ("-1", "-2", "")
+                                                     for suffix in ("png", "state", "yaml")]
     sidecar = (out / "demo.yaml").read_text()
     assert re.search(r"^# finished: 2 of 2 epochs", sidecar, re.M)
     assert re.search(r"^# runtime: .*s per epoch\) on cpu, \d+ threads$", sidecar, re.M)
@@ -247,7 +247,7 @@ def test_snapshot_interval_int_is_epochs_float_is_seconds(interval, tick, saved,
     from clipig.engine import Engine
     clock, written = [0.0], []
     monkeypatch.setattr(output, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
-    monkeypatch.setattr(output, "save_png", lambda image, path: written.append(engine.epochs_done))
+    monkeypatch.setattr(output, "save_png", lambda image, path, text=None: written.append(engine.epochs_done))
 
     def ticks(event):
         if event.kind == "epoch":

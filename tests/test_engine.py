@@ -64,7 +64,7 @@ targets:
       - random_shift: 0 1
       - noise: 0.3
 """
-    engine = make_engine(text)
+    engine = make_engine(text, "views_per_pass=6")  # automatic mode would probe the critic first
     seen = []
     encode = tiny.encode_image
 

@@ -346,3 +346,46 @@ def test_an_ensemble_trains_and_shows_each_models_similarity(server, page):
     wait_status(page, "stopped")
     editor.fill(CONFIG.replace("  - features:", "  - model: RN50\n    features:"))  # not one of the run's models
     expect(page.locator("#problems")).to_contain_text("'RN50' is not one of the run's models")
+
+
+def test_png_provenance_load_drop_and_snapshot_video(server, page, tmp_path):
+    """The saved image records its config; Load and dropping it on the page open that config; the snapshots
+    download as a video."""
+    import base64
+    import io
+
+    import av
+    from playwright.sync_api import expect
+    page.on("dialog", lambda dialog: dialog.accept())  # "Discard the unsaved edits?"
+    page.goto(server.url)
+    wait_status(page, "stopped", 10_000)  # as the tests before left it, with snapshots
+    page.locator("#editor").fill(CONFIG)
+    page.click("#save-image")
+    expect(page.locator("#toast")).to_contain_text("saved out/")
+    image = max((server.work / "out").glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
+    from PIL import Image
+    recorded = Image.open(image).text["clipig:config"]
+    assert "a red apple" in recorded and "seed: 1" in recorded
+
+    page.locator("#editor").fill("epochs: 3\n")
+    page.fill("#path", str(image))
+    page.click("#load-config")
+    expect(page.locator("#editor")).to_have_value(recorded)
+    expect(page.locator("#toast")).to_contain_text(f"loaded the config of {image}")
+    expect(page.locator("#problems")).to_have_class("ok")
+
+    page.locator("#editor").fill("epochs: 3\n")
+    page.evaluate("""([data, name]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, {type: "image/png"}));
+        document.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+    }""", [base64.b64encode(image.read_bytes()).decode(), "dropped.png"])
+    expect(page.locator("#editor")).to_have_value(recorded)
+    expect(page.locator("#toast")).to_contain_text("loaded the config of dropped.png")
+
+    response = page.request.get(f"{server.base}/api/snapshots.mp4")
+    assert response.status == 200 and response.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(response.body())) as video:
+        assert sum(1 for _ in video.decode(video=0)) >= 2
+    assert page.locator("#video").get_attribute("href") == "/api/snapshots.mp4"

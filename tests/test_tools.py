@@ -18,6 +18,7 @@ from PIL import Image
 from clipig.critic import load_critic
 from clipig.config.errors import ConfigError
 from clipig.config.loader import load
+from clipig.cli import main
 from clipig.config.schema import validate
 from clipig.engine import open_run
 from clipig.output import save_png
@@ -171,8 +172,9 @@ def read_ranking(folder: Path) -> list[dict]:
 
 
 def snapshot(folder: Path) -> dict:
+    """The finished files (not the ranking, nor the states, which are working files)."""
     return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in folder.rglob("*") if p.is_file() and p.name != "ranking.csv"}
+            for p in folder.rglob("*") if p.is_file() and p.name != "ranking.csv" and p.suffix != ".state"}
 
 
 def test_rank_keeps_the_best_and_continues_them(tmp_path, capsys):
@@ -189,9 +191,13 @@ def test_rank_keeps_the_best_and_continues_them(tmp_path, capsys):
     for r in best:
         record = json.loads((out / f"final/run-{int(r['run']):04d}.json").read_text())
         assert (record["epoch"], record["seed"], record["sim"]) == (4, int(r["seed"]), float(r["final_sim"]))
-        sidecar = (out / f"final/run-{int(r['run']):04d}.yaml").read_text()
-        assert "start_epoch: 2" in sidecar and "image_tensor" not in sidecar.split("\n\n", 1)[1]
-        assert (out / r["file"]).is_file()
+        # continued from the short run's state: the image of one uninterrupted run of that seed
+        final = out / f"final/run-{int(r['run']):04d}"
+        assert main([f"{final}.png", "-o", f"{tmp_path}/again.png", "-q"]) == 0
+        assert Image.open(tmp_path / "again.png").tobytes() == Image.open(f"{final}.png").tobytes()
+        (tmp_path / "again.png").unlink()
+        assert final.with_suffix(".state").is_file()
+    assert not list(out.glob("runs/*.state"))  # the short runs' states are removed when nothing needs them
     short = json.loads((out / "runs/run-0003.json").read_text())
     assert (short["seed"], short["epoch"], short["epochs"]) == (3, 2, 4)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from . import threads
 
 GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30, "parameterization": 0.10,
-         "ensemble": 1.05}
+         "ensemble": 1.05, "large": 16 * 2**30}  # large: fits a 24 GiB machine with room to spare
 DEFAULT_MODEL = "random:ViT-B/32"
 REFERENCE = ("curly-spoon-noise", "curly-spoon", "curly-spoons-mul", "lovecraft", "animal-method1",
              "animal-method2", "hires-1024")
@@ -43,6 +43,7 @@ SCALING = ("hires-1024", 224)  # (config, resolution of the comparison run)
 PARAMETERIZED = ("hires-1024", ("fft", "pyramid"))  # (config, parameterizations it also runs with)
 MEMORY = ("animal-method1", 10)  # (config, batch size) of the memory probe
 ENSEMBLE = "animal-method1"  # also run as an ensemble of the model and a partner of the same architecture
+LARGE = ("hires-1024", 200)  # a batch of many views at 1024², split into passes by views_per_pass: 0 (automatic)
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -247,7 +248,7 @@ def make_engine(config, outdir: Path, listeners=()):
     from .output import OutputWriter
     extra = []
     with contextlib.suppress(Exception):
-        from .cli import Progress
+        from .runner import Progress
         extra.append(Progress(config.verbose(), stream=io.StringIO()))
     with contextlib.suppress(Exception):
         extra.append(OutputWriter(config, outdir / "bench.png"))
@@ -339,13 +340,14 @@ def efficiency_sweep(critic, batches, repeats: int, autocast=None) -> list[tuple
     return [(b, *clip_pass(critic, (b, 3, size, size), autocast, repeats)) for b in batches]
 
 
-def memory_probe(args) -> int | None:
-    """Peak resident bytes of a fresh process that runs the memory configuration for a few epochs (started
-    before this process grows, and read as VmHWM, so the parent's size cannot leak into the figure)."""
-    path = find_configs([MEMORY[0]], args)[0][1]
+def memory_probe(args, probe=MEMORY, epochs: int = 2) -> int | None:
+    """Peak resident bytes of a fresh process that runs the configuration and batch size of `probe` for a few
+    epochs (started before this process grows, and read as VmHWM, so the parent's size cannot leak into the
+    figure)."""
+    path = find_configs([probe[0]], args)[0][1]
     command = [sys.executable, "-m", "clipig.bench", "--memory-probe", str(path), "--model", args.model,
-               "--device", args.device, "--epochs", "2", "--warmup", "1",
-               "--set", f"targets[0].batch_size={MEMORY[1]}", *sum((["--set", o] for o in args.overrides), [])]
+               "--device", args.device, "--epochs", str(epochs), "--warmup", "1",
+               "--set", f"targets[0].batch_size={probe[1]}", *sum((["--set", o] for o in args.overrides), [])]
     if args.threads:
         command += ["--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
@@ -448,7 +450,8 @@ def verdict(value, goal, smaller_is_better: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory, ensemble=None) -> str:
+def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory, ensemble=None,
+           large=None) -> str:
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}"
            + (f" ({info['flags']})" if info["flags"] else ""),
            "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
@@ -504,6 +507,10 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
          "n/a" if ensemble is None else f"{ensemble:.2f}", f"<= {GOALS['ensemble']:.2f}",
          verdict(ensemble, GOALS["ensemble"], True)],
     ]
+    if not args.quick:  # the large probe takes minutes on a small machine
+        figures.append([f"7. peak memory ({LARGE[0]}, {LARGE[1]} views, views_per_pass automatic)",
+                        "n/a" if large is None else f"{large / 2**30:.2f} GiB", f"<= {GOALS['large'] / 2**30:.0f} GiB",
+                        verdict(large, GOALS["large"], True)])
     out += ["", table(["figure", "measured", "goal", ""], figures)]
     return "\n".join(out)
 
@@ -564,10 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"clipig bench: {len(configs)} configurations, model {args.model}, {info['cpu']}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
-    memory = None
+    memory = large = None
     if args.memory:
         print("  memory probe ...", file=sys.stderr, flush=True)
         memory = memory_probe(args)
+        if not quick:
+            print(f"  memory probe: {LARGE[1]} views of {LARGE[0]} ...", file=sys.stderr, flush=True)
+            large = memory_probe(args, LARGE, epochs=1)
     PEAK.sample(8)
     critic = load_critic(args.model, args.device)
     rows = []
@@ -614,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     one, two = by_name.get(ENSEMBLE), by_name.get(f"{ENSEMBLE}+{partner}")
     if one and two:
         ensemble = two.epoch / (one.epoch + one.clip)  # two CLIP passes, the rest of the epoch once
-    print(report(info, args, peak, rows, sweep, scaling, memory, ensemble))
+    print(report(info, args, peak, rows, sweep, scaling, memory, ensemble, large))
     if args.profile:
         worst = sorted((r for r in rows if not r.error), key=lambda r: -r.overhead)[:args.profile]
         paths = dict(configs)

@@ -6,13 +6,12 @@ import argparse
 import itertools
 import re
 import sys
-import time
 import warnings
 from pathlib import Path
 
 from . import threads
 
-COMMANDS = ("render", "models", "docs", "gui", "rate", "rank", "batch", "bench")
+COMMANDS = ("render", "models", "docs", "gui", "rate", "rank", "batch", "bench", "info", "replay", "resume")
 
 
 USAGE = """clipig [render] FILE.yaml [FILE.yaml ...] [options]    (FILE '-' reads standard input)
@@ -22,12 +21,15 @@ USAGE = """clipig [render] FILE.yaml [FILE.yaml ...] [options]    (FILE '-' read
 def render_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipig", usage=USAGE, description=(
         "Render YAML experiments to an image. Several files merge in order (lists such as targets append); "
-        "the options apply last. The original CLIPig's options (clipig.py) are accepted too."), epilog=(
+        "the options apply last. The original CLIPig's options (clipig.py) are accepted too. A PNG written by "
+        "CLIPig stands for the experiment recorded in it."), epilog=(
         "other commands: models (list CLIP models), docs (write the reference), gui (live editor), rate (CLIP "
-        "similarity of images), rank (many seeds, keep the best), batch (prompt grids), bench (speed)"))
-    p.add_argument("files", nargs="+", metavar="FILE.yaml", help="experiment files, merged in order; '-' reads "
-                   "one from standard input")
+        "similarity of images), rank (many seeds, keep the best), batch (prompt grids), bench (speed), info (how "
+        "a PNG was made), replay (run a PNG's experiment again and compare), resume (go on from a saved state)"))
+    p.add_argument("files", nargs="+", metavar="FILE.yaml", help="experiment files (or PNGs written by CLIPig), "
+                   "merged in order; '-' reads one from standard input")
     add_config_options(p)
+    p.add_argument("--video", metavar="NAME.mp4", help="shorthand for --set video.file=NAME (.mp4, .gif, .webp)")
     return p
 
 
@@ -65,6 +67,8 @@ def overrides_of(args) -> list[str]:
         value = getattr(args, name, None)
         if value is not None:
             result.append(f"{name}={value!r}" if isinstance(value, (int, float)) else f"{name}={_yaml_scalar(value)}")
+    if getattr(args, "video", None) is not None:
+        result.append(f"video.file={_yaml_scalar(args.video)}")
     if getattr(args, "quiet", False):
         result.append("verbose=0")
     return result
@@ -100,48 +104,14 @@ def _yaml_scalar(text: str) -> str:
     return json.dumps(text)
 
 
-class Progress:
-    """Listener: a progress bar (verbose >= 1) and, at verbose 2, the statistics every 4 seconds and at the end
-    (the original's rhythm)."""
-
-    def __init__(self, verbose: int, stats_every: float = 4.0, stream=None):
-        self.verbose, self.stats_every, self.stream = verbose, stats_every, stream or sys.stderr
-        self.bar = None
-        self.last_bar = self.last_stats = 0.0
-
-    def __call__(self, event) -> None:
-        if self.verbose < 1:
-            return
-        from tqdm import tqdm
-
-        from .report import run_line, statistics_table
-        now = time.monotonic()
-        if event.kind == "start":
-            self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", file=self.stream,
-                            dynamic_ncols=True, mininterval=0.25)
-            self.last_stats = now
-        elif event.kind == "epoch" and self.bar is not None:
-            self.bar.update(1)
-            if now - self.last_bar > 0.25:
-                self.bar.set_postfix(loss=f"{float(event.loss):.4f}", refresh=False)
-                self.last_bar = now
-            if self.verbose >= 2 and now - self.last_stats >= self.stats_every:
-                self.bar.write(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
-                self.last_stats = now
-        elif event.kind == "end" and self.bar is not None:
-            self.bar.close()
-            if self.verbose >= 2:
-                print(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
-
-
 def render(argv: list[str]) -> int:
     args = render_parser().parse_intermixed_args(original_argv(argv))
     from .config.errors import ConfigError
     from .config.loader import STDIN, load_data
     from .config.schema import validate
     from .critic import open_critic
-    from .engine import Engine
-    from .output import OutputWriter, output_path
+    from .output import output_path
+    from .runner import run_to_files
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
@@ -155,15 +125,9 @@ def render(argv: list[str]) -> int:
         if i and seed is not None:
             data["seed"] = seed + i
             config = validate(data)
-        writer = OutputWriter(config, wanted)
-        engine = Engine(config, critic, [Progress(config.verbose()), writer])
-        try:
-            engine.run()
-        except KeyboardInterrupt:
-            print(f"\ninterrupted at epoch {engine.epoch}; saved {writer.path}", file=sys.stderr)
-            return 130
-        if config.verbose() >= 1:
-            print(f"saved {writer.path}", file=sys.stderr)
+        code = run_to_files(config, wanted, critic=critic)
+        if code:
+            return code
     return 0
 
 
@@ -198,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     from .weights import ModelError
     command = argv[0] if argv and argv[0] in COMMANDS else "render"
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    from .finite import NonFiniteError
+    from .rerun import info, replay, resume
     try:
-        handler = {"render": render, "models": models, "docs": docs}.get(command)
+        handler = {"render": render, "models": models, "docs": docs, "info": info, "replay": replay,
+                   "resume": resume}.get(command)
         if handler is None:
             module = __import__(f"clipig.tools.{command}", fromlist=["main"]) if command in (
                 "rate", "rank", "batch") else __import__(f"clipig.{command}", fromlist=["main"])
@@ -208,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ExpressionError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ModelError as e:
+    except (ModelError, NonFiniteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -232,16 +199,15 @@ def _show_warning(message, category, *rest, _python=warnings.showwarning) -> Non
 
 
 SIZES = ("Lower `resolution`, `batch_size` or the sizes in the transforms (resize, pad, repeat, rnoise "
-         "resolution), or use a smaller model.")
+         "resolution), or `views_per_pass`, or use a smaller model.")
 
 
 def _resource_error(error: BaseException) -> str | None:
     """The message for torch running out of memory or of number range during the run; None for other errors."""
-    import torch
+    from .memory import out_of_memory
     text = " ".join(str(error).split())
     lower = text.lower()
-    if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in lower \
-            or "out of memory" in lower:
+    if out_of_memory(error):
         match = re.search(r"allocate (\d+) bytes", text)
         size = f"tried to allocate {int(match.group(1)) / 1e9:.1f} GB" if match else type(error).__name__
         return f"out of memory ({size}). {SIZES}"

@@ -255,14 +255,17 @@ class Ensemble:
         total = sum(self.weights[i] for i in chosen)
         return [(i, self.weights[i] / total) for i in chosen]
 
-    def encode(self, views: list[torch.Tensor], uses: list, compiled: bool = False) -> list[dict[int, torch.Tensor]]:
+    def encode(self, views: list[torch.Tensor], uses: list, compiled: bool = False,
+               encode=None) -> list[dict[int, torch.Tensor]]:
         """CLIP features of groups of views: for each group, {member index: [B, D]} of the members in its
-        `uses`. Every member encodes all the groups it is used by in one pass."""
+        `uses`. Every member encodes all the groups it is used by in one pass (`encode(critic, batches)`,
+        default `critic.encode_image`)."""
         features: list[dict[int, torch.Tensor]] = [{} for _ in views]
         for m, critic in enumerate(self.critics):
             groups = [g for g, used in enumerate(uses) if m in used]
             if groups:
-                encoded = critic.encode_image([views[g] for g in groups], compiled)
+                batches = [views[g] for g in groups]
+                encoded = encode(critic, batches) if encode else critic.encode_image(batches, compiled)
                 for g, part in zip(groups, encoded.split([views[g].shape[0] for g in groups])):
                     features[g][m] = part
         return features

@@ -15,9 +15,11 @@ from typing import Any, Callable
 import torch
 
 from .config.errors import ConfigError
-from .config.expressions import learnrate_variables, resolution_variables, time_variables
+from .config.expressions import drawing_from, learnrate_variables, resolution_variables, time_variables
 from .config.timing import is_on
 from .critic import Ensemble, fit
+from .finite import Guard
+from .memory import Passes
 from .parameterizations import create, rebuilt
 from .pixels import initial_pixels
 from .targets import Target
@@ -47,12 +49,13 @@ class Event:
     device: torch.device
     config: Any  # the experiment (validated config)
     image: Callable[..., torch.Tensor]  # [3, H, W] on the CPU in [0, 1]; unclamped=True: the state to continue from
-    statistics: Callable[..., list]  # per-target statistics; window=True: since the last window read
+    statistics: Callable[..., list]  # per-target statistics
     stop: Callable[[], None]  # ask the run to stop after this epoch
     loss: torch.Tensor | None = None  # the loss of the last epoch (on the device); None before the first
     learnrate: float = 0.0  # the learning rate of the last epoch (base rate * learnrate * learnrate_scale)
     learnrate_scale: float = 1.0
     reason: str | None = None  # end: done | stopped | interrupted | failed
+    engine: Any = None  # the Engine, for listeners that keep its state (autosave, video)
 
 
 def open_run(config, listeners: list[Callable[[Event], Any]] = (), device=None) -> "Engine":
@@ -79,21 +82,27 @@ class Engine:
         self.expr_rng = random.Random(self.seed)
         self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self.stop_requested = threading.Event()
+        self.stop_reason = "stopped"
         self.started_at: float | None = None
+        self.runtime_before = 0.0  # seconds of the runs this one continues (clipig resume)
         self.epochs_done = 0
         self.loss: torch.Tensor | None = None
         self.learnrate = self.learnrate_scale = 0.0  # of the last epoch
         self.targets = [Target(t, i, self.critic, self.device) for i, t in enumerate(config.targets)]
         variables = self.variables(self.epoch)
-        resolution = config.resolution(variables)
+        with drawing_from(self.expr_rng):
+            resolution, interpolation = config.resolution(variables), config.interpolation(variables)
         init_rng = torch.Generator().manual_seed(self.seed)
         image = initial_pixels(config.init, resolution, init_rng)
-        self.canvas = create(config.parameterization, variables, image, self.device)  # what is trained
+        with drawing_from(self.expr_rng):
+            self.canvas = create(config.parameterization, variables, image, self.device)  # what is trained
         self.reshapes = not (config.resolution.is_constant  # the canvas may need rebuilding during the run
                              and config.interpolation.is_constant
                              and all(v.is_constant for v in config.parameterization.params.values()))
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())
+        self.passes = Passes(config.views_per_pass())
+        self.guard = Guard(self)
         fair = [t for t in self.targets if t.node.feature_scale() == "fair" and t.features]
         if fair:  # the fair factors come from the start picture
             with torch.no_grad():
@@ -112,6 +121,7 @@ class Engine:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         if precision == "auto" and self.device.type == "cuda":
             dtype = torch.float16
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
         if dtype is None:
             return contextlib.nullcontext
         if self.device.type == "cpu" and dtype == torch.float16:
@@ -129,31 +139,36 @@ class Engine:
         event = Event(kind, self.epoch, self.epochs, self.epochs_done, self.runtime, self.seed, self.device,
                       self.config, self.image, self.statistics, self.stop,
                       **{"loss": self.loss, "learnrate": self.learnrate,
-                         "learnrate_scale": self.learnrate_scale, **data})
+                         "learnrate_scale": self.learnrate_scale, "engine": self, **data})
         for listener in self.listeners:
             listener(event)
 
-    def stop(self) -> None:
-        """Ask the loop to stop after the current epoch (thread-safe)."""
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to stop after the current epoch (thread-safe); `reason` is what `run` returns."""
+        self.stop_reason = reason
         self.stop_requested.set()
 
     def run(self) -> str:
-        """Train until `epochs` or a stop; returns the reason: done | stopped. Ctrl-C ("interrupted") and errors
+        """Train until `epochs` or a stop; returns the reason: done or the stop's. Ctrl-C ("interrupted") and errors
         ("failed", e.g. an expression that divides by zero at some epoch) end the run too, and are re-raised
         after the `end` event, so that listeners still save what exists."""
         self.started_at = time.monotonic()
         self.emit("start")
         reason = "done"
         try:
-            while self.epoch < self.epochs:
-                if self.stop_requested.is_set():
-                    reason = "stopped"
-                    break
-                self.step()
-                self.epoch += 1
-                self.epochs_done += 1
-                self.emit("epoch")
+            with drawing_from(self.expr_rng):  # also expressions evaluated without the generator at hand
+                while self.epoch < self.epochs:
+                    if self.stop_requested.is_set():
+                        reason = self.stop_reason
+                        break
+                    self.passes.step(self)
+                    self.epoch += 1
+                    self.epochs_done += 1
+                    self.emit("epoch")
+                self.guard.finish()
         except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                self.guard.rewind()
             self.emit("end", reason="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
             raise
         self.emit("end", reason=reason)
@@ -177,6 +192,7 @@ class Engine:
         for group in self.optimizer.param_groups:
             group["lr"] = learnrate
         self.learnrate, self.learnrate_scale = learnrate, learnrate_scale
+        self.guard.keep()
         self.postprocess(variables)
 
         picture = self.canvas.image()
@@ -192,8 +208,11 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)
         if weighted and loss.requires_grad:  # all weights zero: no step at all (not even the momentum's)
             loss.backward()
+        self.guard.check(loss, variables)
+        if loss.requires_grad:
             self.optimizer.step()
         self.loss = loss.detach()
+        self.guard.verify()
 
     def fit(self, views: torch.Tensor) -> torch.Tensor:
         """Views as CLIP and the constraints see them: resized (bicubic) to the CLIP input size (of the first
@@ -202,9 +221,13 @@ class Engine:
 
     def critique(self, targets: list, views: list) -> list[dict]:
         """CLIP features of each target's views for each model it uses ({member: [B, D]}): one pass per model
-        for all the views that model sees."""
-        with self.autocast():
-            return self.critic.encode(views, [t.uses for t in targets], compiled=self.config.compile())
+        for all the views that model sees, split into passes that fit the memory (memory.Passes)."""
+        compiled = self.config.compile()
+
+        def encode(critic, batches):
+            with self.autocast():
+                return self.passes.encode(lambda part: critic.encode_image(part, compiled), batches, self, critic)
+        return self.critic.encode(views, [t.uses for t in targets], encode=encode)
 
     def postprocess(self, variables: dict) -> None:
         """The post-processing transforms edit the unclamped image at the start of an epoch (the result of
@@ -236,4 +259,4 @@ class Engine:
 
     @property
     def runtime(self) -> float:
-        return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+        return self.runtime_before + (0.0 if self.started_at is None else time.monotonic() - self.started_at)

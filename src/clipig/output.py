@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import tempfile
@@ -13,10 +14,17 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from .config.errors import ConfigError
 from .config.schema import to_data
+from .config.recorded import CONFIG_KEY, RUN_KEY
+from .provenance import critics_of, versions, weights_checksum
 from .report import duration, statistics_table
+
+HEADER = "# CLIPig run of "  # the first line of every sidecar
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def output_path(output: str, config_name: str | None) -> Path:
@@ -50,6 +58,7 @@ def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as a plainly created file (mkstemp makes it private)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -64,8 +73,16 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    atomic_write(path, lambda f: to_pil(image).save(f, format="PNG"))
+def write_png(image: torch.Tensor, file, text: dict[str, str] | None = None) -> None:
+    """Encode the image as PNG into an open binary file, with compressed text chunks (the provenance)."""
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value, zip=True)
+    to_pil(image).save(file, format="PNG", pnginfo=info)
+
+
+def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None) -> None:
+    atomic_write(path, lambda f: write_png(image, f, text))
 
 
 def sidecar_text(config, run=None, reason: str = "done") -> str:
@@ -80,7 +97,7 @@ def sidecar_text(config, run=None, reason: str = "done") -> str:
             if key == "start_epoch":
                 ordered["seed"] = run.seed
         data = ordered
-    header = [f"CLIPig run of {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
+    header = [f"{HEADER[2:]}{datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
     if run is not None:
         done = run.epochs_done
         per = run.runtime / done if done else 0.0
@@ -103,8 +120,11 @@ def where(device) -> str:
     return f"{device}, {torch.get_num_threads()} threads"
 
 
-def write_sidecar(path: Path, text: str) -> bool:
-    """Write the sidecar only if it does not exist yet; True if written."""
+def write_sidecar(path: Path, text: str, replace_own: bool = False) -> bool:
+    """Write the sidecar only if it does not exist yet (`replace_own`: or is one CLIPig wrote); True if written."""
+    if replace_own and path.is_file() and path.read_text(encoding="utf-8", errors="replace").startswith(HEADER):
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        return True
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -114,11 +134,38 @@ def write_sidecar(path: Path, text: str) -> bool:
     return True
 
 
-class OutputWriter:
-    """Listener that writes the image: snapshots while training, the image and sidecar at the end."""
+def run_info(engine, reason: str) -> dict:
+    """The machine-readable half of the provenance."""
+    return {
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": versions(),
+        "seed": engine.seed,
+        "epoch": engine.epoch,
+        "epochs": engine.epochs,
+        "reason": reason,
+        "runtime": round(engine.runtime, 3),
+        "device": str(engine.device),
+        "device_name": where(engine.device),
+        "precision": engine.precision,
+        "threads": torch.get_num_threads(),
+        "models": [{"name": c.name, "sha256": weights_checksum(c)} for c in critics_of(engine)],
+        "init_image_tensor": engine.config.init.image_tensor is not None,
+    }
 
-    def __init__(self, config, wanted: Path):
-        self.config, self.wanted = config, wanted
+
+def png_text(engine, reason: str, config=None) -> dict[str, str]:
+    """The text chunks of a PNG written during or after a run (`config`: the one to record, if not the
+    engine's: the GUI records the text as written, not its continuation)."""
+    return {CONFIG_KEY: sidecar_text(config or engine.config, engine, reason),
+            RUN_KEY: json.dumps(run_info(engine, reason), indent=1)}
+
+
+class OutputWriter:
+    """Listener that writes the image with its provenance: snapshots while training, the image and sidecar at
+    the end. `continues`: the image of the run this one continues (`clipig resume`), written again in place."""
+
+    def __init__(self, config, wanted: Path, continues: Path | None = None):
+        self.config, self.wanted, self.continues = config, wanted, continues
         self.path: Path | None = None
         interval = config.snapshot_interval()
         self.every_epochs = interval if isinstance(interval, int) else 0
@@ -127,15 +174,16 @@ class OutputWriter:
 
     def __call__(self, event) -> None:
         if event.kind == "start":
-            self.path = reserve(self.wanted)
-            save_png(event.image(), self.path)
+            self.path = self.continues or reserve(self.wanted)
+            save_png(event.image(), self.path, png_text(event.engine, "running"))
             self.last_time = time.monotonic()
         elif event.kind == "epoch" and self.path is not None:
             due = (self.every_epochs and event.epochs_done % self.every_epochs == 0) or (
                 self.every_seconds and time.monotonic() - self.last_time >= self.every_seconds)
             if due:
-                save_png(event.image(), self.path)
+                save_png(event.image(), self.path, png_text(event.engine, "running"))
                 self.last_time = time.monotonic()
         elif event.kind == "end" and self.path is not None:
-            save_png(event.image(), self.path)
-            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(event.config, event, event.reason))
+            save_png(event.image(), self.path, png_text(event.engine, event.reason))
+            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(event.config, event, event.reason),
+                          replace_own=self.continues is not None)

@@ -35,6 +35,8 @@ exactly 1.0 at the last one (as in the original CLIPig).
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import difflib
 import functools
 import math
@@ -221,7 +223,18 @@ RANDOM_FUNCTIONS: dict[str, str] = {
 _RNG_FUNCTIONS = frozenset(RANDOM_FUNCTIONS)
 # qualified names: `math.sin` is `sin`, `random.uniform` is `uniform`
 _MODULES = {"math": frozenset(_MATH), "random": _RNG_FUNCTIONS}
-_DEFAULT_RNG = random.Random(0)
+_RNG: contextvars.ContextVar = contextvars.ContextVar("clipig_expression_rng", default=random.Random(0))
+
+
+@contextlib.contextmanager
+def drawing_from(rng: random.Random):
+    """Expressions evaluated without an explicit generator draw from `rng` inside this block (a run's own
+    generator, so that runs are reproducible however many ran before them in the process)."""
+    token = _RNG.set(rng)
+    try:
+        yield
+    finally:
+        _RNG.reset(token)
 
 # --- variables -------------------------------------------------------------
 
@@ -426,7 +439,7 @@ class Expression:
     def evaluate(self, variables: Mapping[str, Any], rng: random.Random | None = None) -> Any:
         """Evaluate with the given variables; raises only ExpressionError."""
         try:
-            return _Evaluator(variables, _DEFAULT_RNG if rng is None else rng).visit(self._tree)
+            return _Evaluator(variables, _RNG.get() if rng is None else rng).visit(self._tree)
         except ExpressionError as e:
             message = str(e)
         except ZeroDivisionError:

@@ -70,9 +70,13 @@ STDIN = "-"  # the file name that reads the experiment from standard input
 
 
 def read_yaml(path: str | Path) -> LocDict:
+    """A YAML file ('-': standard input), or the configuration recorded in a PNG that CLIPig wrote."""
     if str(path) == STDIN:
         return parse_yaml(sys.stdin.read(), "<stdin>")
     path = Path(path)
+    if path.suffix.lower() == ".png":
+        from .recorded import read
+        return parse_yaml(read(path)["config"], str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -215,6 +215,25 @@ def build_schema() -> Section:
             "Compile the CLIP image tower with `torch.compile`. The first epoch then takes longer (about 15 s "
             "for ViT-B/32 on 2 CPU cores) and every new batch size compiles again; on the CPU it measured at "
             "most 2% faster than the default path, so it is off by default. Needs a C compiler on the CPU.")),
+        "views_per_pass": Param("int", 0, check=at_least(0), doc=(
+            "How many views (of all targets together) go through CLIP at once. `0`, the default, is automatic: "
+            "all of them when they fit the free memory (CUDA: free device memory; CPU: available RAM), else "
+            "as many as fit, measured once per model and view size; running out of memory anyway halves the "
+            "number and retries the epoch once. Smaller passes need less memory for the same image within "
+            "floating-point rounding (their gradients add up to the one-pass gradient); every split pass is "
+            "run forward twice, so it costs about a third more time. See docs/long-runs.md.")),
+        "autosave": Param("number", 300.0, check=at_least(0), doc=(
+            "Seconds between saves of the run's state (pixels, optimizer, random generators, epoch, "
+            "statistics) to `NAME.state` beside the image; `clipig resume NAME.png` continues from it. The "
+            "state is also saved when the run ends (finished, Ctrl-C or failed); `0` saves only then.")),
+        "video": Section("A video of the run: the image every `every` epochs, as MP4, animated GIF or WebP.", {
+            "file": Param("str", doc=(
+                "The video file: `.mp4` (H.264), `.gif` or `.webp`, or a directory ending with `/` (the video "
+                "is then named after the image, as MP4). An existing file is never overwritten: a number is "
+                "attached instead. Without it, no video is written. `--video NAME.mp4` sets it.")),
+            "every": Param("int", 1, check=at_least(1), doc="A frame every this many epochs (and the first and last)."),
+            "fps": Param("float", 30.0, check=at_least(0.1), doc="Frames per second of the video."),
+        }),
         "learnrate": Param("float", 1.0, groups=RES_TIME, doc=(
             "The learning rate of the optimizer, scaled per optimizer so that 1.0 means about the same step size "
             "for each, and with every `parameterization`: the optimizer's rate is its base rate (see "

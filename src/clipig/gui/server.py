@@ -264,8 +264,9 @@ async def save_image(request: web.Request) -> web.Response:
     return await call(save)
 
 
-def config_path(session: Session, given) -> Path:
-    """The path to save/load a config: the one typed, else the file from the command line."""
+def config_path(session: Session, given, png: bool = False) -> Path:
+    """The path to save/load a config: the one typed, else the file from the command line (`png`: a PNG
+    written by CLIPig, whose recorded config is loaded, is fine too)."""
     if given is not None and not isinstance(given, str):
         raise Refused("expected a file name")
     text = (given or "").strip()
@@ -274,8 +275,9 @@ def config_path(session: Session, given) -> Path:
             raise Refused("type a file name to save to (ending with .yaml)")
         return session.file
     path = Path(os.path.expanduser(text))
-    if path.suffix.lower() not in (".yaml", ".yml"):
-        raise Refused("config files must end with .yaml or .yml")
+    if path.suffix.lower() not in (".yaml", ".yml", *((".png",) if png else ())):
+        raise Refused("config files must end with .yaml or .yml" + (" (or .png, for the config of an image "
+                                                                    "CLIPig made)" if png else ""))
     return path
 
 
@@ -303,7 +305,9 @@ async def load_config(request: web.Request) -> web.Response:
     session, data = request.app[SESSION], await body(request)
 
     def load():
-        path = config_path(session, data.get("path"))
+        path = config_path(session, data.get("path"), png=True)
+        if path.suffix.lower() == ".png":
+            return {"path": "", "text": png_config(path, str(path)), "image": str(path)}
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -316,6 +320,33 @@ async def load_config(request: web.Request) -> web.Response:
         return {"path": str(path), "text": text}
 
     return await call(load)
+
+
+def png_config(file, name: str) -> str:
+    """The config recorded in a PNG that CLIPig wrote; Refused with the reason otherwise."""
+    from ..config.errors import ConfigError
+    from ..config.recorded import read
+    try:
+        return read(file, name)["config"]
+    except ConfigError as e:
+        raise Refused(str(e)) from None
+
+
+async def dropped_png(request: web.Request) -> web.Response:
+    """The config of a PNG dropped on the page (its bytes are the request body)."""
+    data = await request.read()
+    name = request.query.get("name") or "the dropped image"
+    return await call(lambda: {"text": png_config(io.BytesIO(data), name)})
+
+
+async def snapshots_video(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    try:
+        data = await in_thread(session.snapshots_video)
+    except Refused as e:
+        raise web.HTTPNotFound(text=str(e)) from None
+    return web.Response(body=data, content_type="video/mp4",
+                        headers={"Content-Disposition": 'attachment; filename="clipig-snapshots.mp4"'})
 
 
 # --- live updates -----------------------------------------------------------------------------------------------
@@ -403,6 +434,8 @@ def make_app(session: Session, token: str, host: str = "127.0.0.1", port: int | 
         web.post("/api/save-image", save_image),
         web.post("/api/config/save", save_config),
         web.post("/api/config/load", load_config),
+        web.post("/api/config/from-png", dropped_png),
+        web.get("/api/snapshots.mp4", snapshots_video),
     ])
 
     async def background(app):

@@ -289,7 +289,7 @@ class Session:
 
     def save_image(self) -> tuple[Path, Path | None]:
         """Save the current image as the CLI would (never overwriting) with its sidecar YAML."""
-        from ..output import output_path, reserve, save_png, sidecar_text, write_sidecar
+        from ..output import output_path, png_text, reserve, save_png, sidecar_text, write_sidecar
 
         def save():
             run, config = self.last, self.plain_config
@@ -297,8 +297,8 @@ class Session:
                 raise Refused("nothing to save yet: start training first (Alt-S)")
             path = reserve(output_path(config.output(), str(self.file) if self.file else None))
             image = run.image() if self.running else self.pixels.clamp(0, 1)
-            save_png(image, path)
             reason = "done" if run.epoch >= run.epochs else "stopped"
+            save_png(image, path, png_text(self.engine or run.engine, reason, config))
             sidecar = path.with_suffix(".yaml")
             if self.file is not None and sidecar.resolve() == self.file.resolve():
                 return path, None  # not even a new, still unsaved config file is taken for the sidecar
@@ -306,6 +306,17 @@ class Session:
             return path, sidecar if written else None
 
         return self.in_worker(save)
+
+    def snapshots_video(self) -> bytes:
+        """The snapshots as an MP4, scaled to the last one's size (a few seconds long)."""
+        from ..video import frame_of, video_bytes
+        with self.lock:
+            pictures = [s.pixels.clamp(0, 1) for s in self.snapshots]
+        if not pictures:
+            raise Refused("no snapshots yet: start training first (Alt-S)")
+        height, width = pictures[-1].shape[1:]
+        size = (width + width % 2, height + height % 2)
+        return video_bytes([frame_of(p, size) for p in pictures], fps=max(1.0, len(pictures) / 8))
 
     def shutdown(self) -> None:
         self.stop(wait=False)

@@ -1,11 +1,12 @@
 """`clipig rank CONFIG.yaml --runs 512 --epochs 20 --keep 6 --final-epochs 300 -o DIR/`
 
 Renders the experiment with seeds 0, 1, 2, ... (plus the config's seed) for `--epochs` epochs, rates each
-image against the experiment's features, continues the best `--keep` from their pixels for
-`--final-epochs` more and writes DIR/ranking.csv. The runs follow one schedule of epochs + final-epochs
-epochs (expressions of time see the same `t`): a short run stops after `--epochs`, its continuation starts
-there (`start_epoch`, `init.image_tensor`). Finished runs are kept in DIR/runs/ and DIR/final/, so the same
-command resumes.
+image against the experiment's features, continues the best `--keep` for `--final-epochs` more and writes
+DIR/ranking.csv. The runs follow one schedule of epochs + final-epochs epochs (expressions of time see the
+same `t`): a short run stops after `--epochs`, its continuation goes on from the short run's state file, so a
+final image is exactly the image of one uninterrupted run of that seed (`clipig replay` confirms it). Finished
+runs are kept in DIR/runs/ and DIR/final/, so the same command resumes; the short runs' states are removed
+when they are no longer needed (a missing one only costs rendering the short run again).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ def main(argv: list[str]) -> int:
     from ..config.errors import ConfigError
     from ..config.loader import load_data
     from ..config.schema import plain, validate
-    from ..images import load_image
 
     data = plain(load_data(args.files, overrides=workers.overrides(args)))
     config = validate(data)
@@ -57,15 +57,13 @@ def main(argv: list[str]) -> int:
     records, failed = workers.run_jobs(root, jobs, args)
     ranked = sorted(records.values(), key=lambda r: (-r["sim"], r["run"]))
 
-    finals = []
-    for record in ranked[:keep]:
-        init = {k: v for k, v in (data.get("init") or {}).items() if k not in ("image", "resolution")}
-        init["image_tensor"] = load_image(str(root / record["file"])).tolist()
-        finals.append({"name": f"final/run-{record['run']:04d}",
-                       "meta": {"run": record["run"], "from": record["key"]},
-                       "data": {**data, "seed": record["seed"], "start_epoch": short, "init": init}})
+    finals = [{"name": f"final/run-{r['run']:04d}", "meta": {"run": r["run"], "from": r["key"]},
+               "from": r["name"], "data": {**data, "seed": r["seed"]}} for r in ranked[:keep]]
     final_records, final_failed = workers.run_jobs(root, finals, args, "final runs") if finals else ({}, [])
     by_run = {r["run"]: r for r in final_records.values()}
+    for r in ranked:  # states of short runs that nothing continues any more
+        if r["run"] in by_run or r not in ranked[:keep]:
+            (root / f"{r['name']}.state").unlink(missing_ok=True)
 
     path = root / "ranking.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:

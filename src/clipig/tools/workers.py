@@ -5,16 +5,21 @@ A job is a plain dict (picklable, also for Ray):
   data     the complete experiment data (plain dicts and lists, seed filled in)
   stop_at  optional: stop after this epoch (the schedule still runs over `epochs`)
   meta     fields copied into the record (run number, grid values, ...)
+  from     optional: the name of another job of the same experiment data whose state this one may start from
+           (rank continues its best runs so)
 
-A worker returns the PNG bytes, the sidecar text and the numbers; only the driver writes files, so a
-Ray cluster without a shared file system fills the same output folder. Each finished job leaves
-`NAME.png`, `NAME.yaml` and, written last and atomically, `NAME.json`: the record. A job whose record
-exists (for the same experiment data) is read back instead of rendered again.
+A worker returns the PNG bytes, the sidecar text, the final state and the numbers; only the driver writes
+files, so a Ray cluster without a shared file system fills the same output folder. Each finished job leaves
+`NAME.png`, `NAME.yaml`, `NAME.state` and, written last and atomically, `NAME.json`: the record. A job whose
+record exists (for the same experiment data) is read back instead of rendered again. On this machine (not on
+Ray) a worker also saves the state itself while it runs (`autosave`, and at its end), so that a run stopped
+half-way goes on from there (see clipig.state).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -31,7 +36,8 @@ from ..threads import configure, usable_cores
 
 RETRIES = 1
 _DEVICE: str | None = None  # the device of this worker process, set by _init_worker
-UNKEYED = ("device", "verbose", "output", "snapshot_interval")  # parameters that do not change the image
+UNKEYED = ("device", "verbose", "output", "snapshot_interval", "autosave", "video", "views_per_pass")  # parameters
+# that do not change the image (views_per_pass: only within floating-point rounding)
 
 
 def add_options(p: argparse.ArgumentParser, every: str = "") -> None:
@@ -55,16 +61,32 @@ def overrides(args) -> list[str]:
                              (("model", args.model), ("device", args.device)) if v is not None]
 
 
+def _keyed(data: dict) -> dict:
+    data = {k: v for k, v in data.items() if k not in UNKEYED}
+    data["init"] = {k: v for k, v in (data.get("init") or {}).items() if k != "image_tensor"}
+    return data
+
+
 def job_key(job: dict) -> str:
     """Fingerprint of what a job renders: the experiment data and the contents of the image files it reads
     (the start pixels are left out: they follow from `meta`)."""
-    data = {k: v for k, v in job["data"].items() if k not in UNKEYED}
-    data["init"] = {k: v for k, v in (data.get("init") or {}).items() if k != "image_tensor"}
-    images = [data["init"].get("image")] + [f.get("image") for t in data.get("targets") or [] if isinstance(t, dict)
-                                            for f in t.get("features") or [] if isinstance(f, dict)]
-    text = json.dumps([data, job.get("stop_at"), job.get("meta"), [_file_digest(i) for i in images]],
+    text = json.dumps([_keyed(job["data"]), job.get("stop_at"), job.get("meta"), _file_digests(job["data"])],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def data_key(data: dict) -> str:
+    """Fingerprint of an experiment's data (and the image files it reads): a state with this key belongs to
+    any job of this data."""
+    text = json.dumps([_keyed(data), _file_digests(data)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digests(data: dict) -> list:
+    images = [(data.get("init") or {}).get("image")] + [
+        f.get("image") for t in data.get("targets") or [] if isinstance(t, dict)
+        for f in t.get("features") or [] if isinstance(f, dict)]
+    return [_file_digest(i) for i in images]
 
 
 def _file_digest(path) -> str | None:
@@ -84,13 +106,27 @@ def _init_worker(devices, threads: int) -> None:
     configure(threads)
 
 
+def _start_state(job: dict, key: str) -> dict | None:
+    """The job's own state (a run stopped half-way), else the state of the job it continues, if one fits."""
+    from ..state import load
+    for path in (job.get("state"), job.get("from_state")):
+        if path and Path(path).is_file():
+            with contextlib.suppress(ConfigError):
+                state = load(path)
+                if state.get("key") == key and state["epoch"] <= (job.get("stop_at") or state["epochs"]):
+                    return state
+    return None
+
+
 def render_job(job: dict) -> dict:
-    """Render one job; the critic is loaded once per process (the critic module caches it)."""
+    """Render one job; the critic is loaded once per process (the critic module caches it). With `job['state']`
+    (a path on this machine) the run goes on from its state and keeps it there."""
     import torch
 
     from ..config.schema import validate
     from ..engine import open_run
-    from ..output import sidecar_text, to_pil
+    from ..output import png_text, sidecar_text, write_png
+    from ..state import StateWriter, restore
     from .rate import quantize
 
     config = validate(job["data"])
@@ -101,19 +137,28 @@ def render_job(job: dict) -> dict:
         if event.kind == "epoch" and event.epoch >= stop_at:
             event.stop()
 
-    engine = open_run(config, [stopper] if stop_at else [], device)
-    reason = engine.run()
+    key = data_key(job["data"])
+    state = _start_state(job, key) if job.get("state") else None
+    listeners = [stopper] if stop_at else []
+    if job.get("state"):
+        listeners.append(StateWriter(lambda: Path(job["state"]), config.autosave(), key))
+    engine = open_run(config, listeners, device)
+    if state is not None:
+        restore(engine, state)
+    reason = engine.run() if engine.epoch < (stop_at or engine.epochs) else "done"
     image = quantize(engine.image())  # exactly the PNG's pixels: `clipig rate` of the file gives the same
     targets = engine.targets
     with torch.no_grad():
         used = set().union(*(t.uses for t in targets))  # the models of the ensemble that judge some target
         features = engine.critic.encode([image[None].to(engine.device)], [used])[0]
         sims = [s for t in targets for s in t.similarity(features)[0].tolist()]
-    png = io.BytesIO()
-    to_pil(image).save(png, format="PNG")
     if reason == "stopped" and stop_at and engine.epoch >= stop_at:
         reason = "done"
-    return {"png": png.getvalue(), "sidecar": sidecar_text(config, engine, reason), "record": {
+    png = io.BytesIO()
+    write_png(image, png, png_text(engine, reason))
+    from ..state import capture, to_bytes
+    state = None if job.get("state") else to_bytes(capture(engine, reason, key=key))  # else written already
+    return {"png": png.getvalue(), "sidecar": sidecar_text(config, engine, reason), "state": state, "record": {
         "seed": engine.seed, "epoch": engine.epoch, "epochs": engine.epochs,
         "sim": round(sum(sims) / len(sims), 4) if sims else None, "sims": [round(s, 4) for s in sims],
         "labels": [label for t in engine.targets for label in t.labels()], "runtime": round(engine.runtime, 3)}}
@@ -136,6 +181,8 @@ def save_result(root: Path, job: dict, result: dict) -> dict:
     png, sidecar, record_path = (base.with_name(base.name + s) for s in (".png", ".yaml", ".json"))
     atomic_write(png, lambda f: f.write(result["png"]))
     atomic_write(sidecar, lambda f: f.write(result["sidecar"].encode("utf-8")))
+    if result.get("state"):
+        atomic_write(base.with_name(base.name + ".state"), lambda f: f.write(result["state"]))
     record = {"name": job["name"], **job.get("meta", {}), **result["record"],
               "file": png.relative_to(root).as_posix(), "key": job_key(job)}
     text = json.dumps(record, indent=1)
@@ -261,6 +308,9 @@ def run_jobs(root: Path, jobs: list[dict], args, what: str = "runs") -> tuple[di
         return records, []
     progress.line(f"{len(records)} {what} finished before, rendering {len(todo)}" if records
                   else f"rendering {len(todo)} {what}")
+    if args.backend != "ray":  # states are files on this machine; Ray's workers may not share them
+        todo = [{**job, "state": str(root / f"{job['name']}.state"),
+                 "from_state": job.get("from") and str(root / f"{job['from']}.state")} for job in todo]
     pool, attempts, failed, running = executor(args), {}, [], {}
     try:
         while todo or running:

@@ -224,15 +224,56 @@ async function saveConfig(overwrite = false) {
   toast(`saved ${result.path}`);
 }
 
+function discardEdits() {
+  return app.savedText === null || editor.value === app.savedText || confirm("Discard the unsaved edits?");
+}
+
+function loaded(result, name) {
+  // a PNG's recorded config has no file of its own yet: it is saved where the user says
+  app.savedText = result.image ? null : result.text;
+  $("path").value = result.path || "";
+  setText(result.text);
+  markDirty();
+  toast(`loaded ${result.image ? "the config of " : ""}${name}`);
+}
+
 async function loadConfig() {
-  if (app.savedText !== null && editor.value !== app.savedText && !confirm("Discard the unsaved edits?")) return;
+  if (!discardEdits()) return;
   const result = await post("/api/config/load", {path: $("path").value.trim()});
   if (!result.ok) return failed(result);
-  app.savedText = result.text;
-  $("path").value = result.path;
-  setText(result.text);
-  toast(`loaded ${result.path}`);
+  loaded(result, result.image || result.path);
 }
+
+// dropping a .yaml (its text) or a PNG made by CLIPig (its recorded config) on the page loads it
+async function dropped(file) {
+  if (!discardEdits()) return;
+  if (/\.ya?ml$/i.test(file.name)) return loaded({text: await file.text(), path: "", image: file.name}, file.name);
+  let response;
+  try {
+    response = await fetch(`/api/config/from-png?name=${encodeURIComponent(file.name)}`,
+                           {method: "POST", headers: {"Content-Type": "image/png"}, body: file});
+  } catch (e) {
+    return failed({error: {message: "the server cannot be reached"}});
+  }
+  const result = response.ok ? await response.json()
+    : {ok: false, error: {message: `${response.status}: ${(await response.text()).trim()}`}};
+  if (!result.ok) return failed(result);
+  loaded({text: result.text, path: "", image: file.name}, file.name);
+}
+
+document.addEventListener("dragover", (e) => {
+  if (!e.dataTransfer.types.includes("Files")) return;
+  e.preventDefault();
+  document.body.classList.add("dropping");
+});
+document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) document.body.classList.remove("dropping"); });
+document.addEventListener("drop", (e) => {
+  document.body.classList.remove("dropping");
+  const file = e.dataTransfer.files[0];
+  if (!file) return;
+  e.preventDefault();
+  dropped(file);
+});
 
 async function restore(id) {
   const result = await post(`/api/snapshot/${id}/restore`);

@@ -1,0 +1,139 @@
+"""Never out of memory: the views of an epoch go through CLIP in passes that fit the free memory.
+
+Most of an epoch's memory is what CLIP keeps for the backward pass, about the same for every view. A pass of
+`n` views runs forward without keeping it (`torch.utils.checkpoint`) and forward again, keeping it, during the
+backward pass, one pass at a time: the gradients of the passes add up to the gradient of one big pass, and the
+loss still sees the features of all views at once. `views_per_pass: 0` (automatic) measures what one view
+keeps, per model, view size and precision, and fits the passes into the free memory (CUDA: the device's
+free memory; CPU: the available RAM); an out-of-memory error halves the pass and retries the epoch once.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import weakref
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+log = logging.getLogger(__name__)
+USABLE = 0.7  # share of the free memory a pass may take (the rest: gradients, workspace, other tensors)
+_PER_VIEW: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # critic -> {(shape, precision): bytes}
+
+
+def out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return (isinstance(error, (MemoryError, torch.OutOfMemoryError))
+            or "can't allocate memory" in text or "out of memory" in text)
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes this process could still allocate: CUDA free + torch's cached memory, or the available RAM
+    (the smaller of the system's and a container's cgroup limit)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    available = [_meminfo("MemAvailable")]
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            used = int(open("/sys/fs/cgroup/memory.current").read())
+            stat = dict(line.split() for line in open("/sys/fs/cgroup/memory.stat"))
+            available.append(int(limit) - used + int(stat.get("inactive_file", 0)))
+    except (OSError, ValueError):
+        pass
+    known = [a for a in available if a is not None]
+    return float(min(known)) if known else math.inf
+
+
+def _meminfo(field: str) -> int | None:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def kept_bytes(encode, views: torch.Tensor) -> int:
+    """Bytes of the tensors that `encode(views)` keeps for its backward pass (weights not counted)."""
+    seen, total = set(), 0
+
+    def pack(tensor):
+        nonlocal total
+        storage = tensor.untyped_storage()
+        if not isinstance(tensor, torch.nn.Parameter) and storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        encode(views)
+    return total
+
+
+def bytes_per_view(engine, critic, shape: tuple) -> float:
+    """What one more view of `shape` keeps for the backward pass in a critic (a model of the engine's ensemble)
+    at the engine's precision: measured with 1 and 2 views, once per critic, shape and precision."""
+    cache = _PER_VIEW.setdefault(critic, {})
+    if (shape, engine.precision) not in cache:
+        def encode(views):
+            with engine.autocast():
+                return critic.encode_image(views)
+        one, two = (kept_bytes(encode, torch.zeros(n, *shape, device=engine.device, requires_grad=True))
+                    for n in (1, 2))
+        cache[shape, engine.precision] = float(max(two - one, 1))
+    return cache[shape, engine.precision]
+
+
+class Passes:
+    """How an engine splits its views into passes (`views_per_pass`; 0 = automatic)."""
+
+    def __init__(self, views_per_pass: int):
+        self.fixed = views_per_pass
+        self.sizes: dict = {}  # the automatic size per critic, decided at its first epoch
+        self.size: int | None = None  # the smallest of them (what an out-of-memory error halves)
+        self.largest = 0  # the largest pass tried (since the last step down)
+
+    def encode(self, encode, views, engine, critic) -> torch.Tensor:
+        """Features of all `views` (a batch, or a list of batches of one size) of one critic, in passes of at most
+        `views_per_pass` views: each pass is checkpointed, so only one pass keeps its activations at a time."""
+        views = views[0] if len(views) == 1 else torch.cat(list(views)) if isinstance(views, (list, tuple)) else views
+        size = self.fixed or self._automatic(views, engine, critic)
+        if size >= len(views) or not views.requires_grad:
+            self.largest = max(self.largest, len(views))
+            return encode(views)
+        self.largest = max(self.largest, size)
+        return torch.cat([checkpoint(encode, part, use_reentrant=False, preserve_rng_state=False)
+                          for part in views.split(size)])
+
+    def _automatic(self, views, engine, critic) -> int:
+        if critic not in self.sizes:
+            per_view = bytes_per_view(engine, critic, tuple(views.shape[1:]))
+            self.sizes[critic] = max(1, int(free_memory(views.device) * USABLE // per_view))
+            self.size = min(self.sizes.values()) if self.size is None else min(self.size, self.sizes[critic])
+        return min(self.sizes[critic], self.size)
+
+    def step(self, engine) -> None:
+        """engine.step(); in automatic mode an out-of-memory error halves the pass and retries the epoch once."""
+        if self.fixed:
+            return engine.step()
+        from .state import random_state, set_random_state
+        before = random_state(engine)
+        try:
+            return engine.step()
+        except (MemoryError, RuntimeError) as e:
+            if not out_of_memory(e) or (self.size or 0) <= 1:
+                raise
+        # outside the except block, so that the failed step's tensors are freed
+        engine.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if engine.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.size, self.largest = max(1, min(self.size, self.largest) // 2), 0
+        log.warning("out of memory at epoch %d: retrying with %d views per pass", engine.epoch, self.size)
+        set_random_state(engine, before)
+        engine.step()

@@ -1,0 +1,97 @@
+"""Running an experiment for the command line: the progress bar and statistics, the files of the run (image,
+sidecar, state, video) and Ctrl-C (the first ends the run after the epoch, the second at once)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+class Progress:
+    """Listener: a progress bar (verbose >= 1) and, at verbose 2, the statistics every 4 seconds and at the end
+    (the original's rhythm)."""
+
+    def __init__(self, verbose: int, stats_every: float = 4.0, stream=None):
+        self.verbose, self.stats_every, self.stream = verbose, stats_every, stream or sys.stderr
+        self.bar = None
+        self.last_bar = self.last_stats = 0.0
+
+    def __call__(self, event) -> None:
+        if self.verbose < 1:
+            return
+        from tqdm import tqdm
+
+        from .report import run_line, statistics_table
+        now = time.monotonic()
+        if event.kind == "start":
+            self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", file=self.stream,
+                            dynamic_ncols=True, mininterval=0.25)
+            self.last_stats = now
+        elif event.kind == "epoch" and self.bar is not None:
+            self.bar.update(1)
+            if now - self.last_bar > 0.25:
+                self.bar.set_postfix(loss=f"{float(event.loss):.4f}", refresh=False)
+                self.last_bar = now
+            if self.verbose >= 2 and now - self.last_stats >= self.stats_every:
+                self.bar.write(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
+                self.last_stats = now
+        elif event.kind == "end" and self.bar is not None:
+            self.bar.close()
+            if self.verbose >= 2:
+                print(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
+
+
+def run_to_files(config, wanted: Path, state: dict | None = None, continues: Path | None = None,
+                 critic=None) -> int:
+    """Run an experiment into its files (image, sidecar, state, video) with progress output; the exit code.
+    `state` and `continues`: the state to go on from and the image it belongs to (clipig resume); `critic`: one
+    already open (--repeat)."""
+    from .critic import open_critic
+    from .engine import Engine
+    from .output import OutputWriter
+    from .state import StateWriter, restore, state_path
+    from .video import VideoWriter
+
+    critic = critic or open_critic(config.model(), config.device())
+    writer = OutputWriter(config, wanted, continues)
+    video = [VideoWriter(config, lambda: writer.path)] if config.video.file is not None else []
+    states = StateWriter(lambda: writer.path and state_path(writer.path), config.autosave())
+    engine = Engine(config, critic=critic, listeners=[Progress(config.verbose()), writer, *video, states])
+    if state is not None:
+        restore(engine, state)
+    try:
+        with stop_on_interrupt(engine):
+            reason = engine.run()
+    except KeyboardInterrupt:
+        reason = None
+    if reason in (None, "interrupted"):
+        print(f"\ninterrupted at epoch {engine.epoch}; saved {writer.path}; `clipig resume {writer.path}` goes on",
+              file=sys.stderr)
+        return 130
+    if config.verbose() >= 1:
+        print(f"saved {writer.path}" + (f" and {video[0].target}" if video else ""), file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(engine):
+    """The first Ctrl-C ends the run after the current epoch (its state is then exact), a second one at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if engine.stop_requested.is_set():
+            raise KeyboardInterrupt
+        engine.stop("interrupted")
+        print("\nstopping after this epoch (Ctrl-C again stops at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,335 @@
+"""Long runs: provenance in every PNG, replay, exact resume, rank/batch continuation, video, memory passes and
+the NaN/inf guard (all with the tiny random CLIP on the CPU)."""
+
+import json
+import logging
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from clipig import memory
+from clipig.cli import main
+from clipig.engine import Engine
+from clipig.state import load as load_state
+from clipig.tools import workers
+
+from conftest import make_engine
+
+TINY = ["--model", "random:tiny", "--device", "cpu", "-q"]
+
+# every piece of state matters here: a resolution change (new optimizer), `fair` scales, best-of selection,
+# random transforms, a random expression and post-processing
+EXPERIMENT = """
+epochs: 8
+resolution: 32 if t < .5 else 40
+learnrate: 1 + random()/10
+snapshot_interval: 0
+targets:
+  - batch_size: 3
+    feature_scale: fair
+    select: best
+    features:
+      - text: a curly spoon
+      - text: the sea
+    transforms:
+      - random_shift: 0 1
+      - noise: 0.1*ti
+postproc:
+  - blur: {kernel_size: 3}
+    end: 30%
+"""
+
+
+def write(tmp_path, text=EXPERIMENT, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def pixels(path) -> bytes:
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
+# ---------------------------------------------------------------- provenance
+
+def test_render_info_render_from_the_png_gives_the_same_image(tmp_path, tiny, capsys):
+    config = write(tmp_path)
+    assert main([config, "-o", f"{tmp_path}/a.png", "--seed", "7", *TINY]) == 0
+    text = Image.open(tmp_path / "a.png").text
+    run = json.loads(text["clipig:run"])
+    assert (run["seed"], run["epoch"], run["epochs"], run["reason"], run["device"]) == (7, 8, 8, "done", "cpu")
+    assert run["precision"] == "fp32" and run["threads"] == torch.get_num_threads() and run["runtime"] > 0
+    assert run["versions"]["torch"] == torch.__version__ and run["versions"]["open_clip"]
+    assert [m["name"] for m in run["models"]] == ["random:tiny"] and re.fullmatch(r"[0-9a-f]{64}",
+                                                                                   run["models"][0]["sha256"])
+    body = text["clipig:config"].split("\n\n", 1)[1]
+    assert body == (tmp_path / "a.yaml").read_text().split("\n\n", 1)[1]  # the complete config, as in the sidecar
+
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a.png")]) == 0
+    out = capsys.readouterr().out
+    assert "finished 8 of 8 epochs, seed 7" in out and "precision fp32" in out
+    assert f"random:tiny  sha256 {run['models'][0]['sha256']}" in out and f"torch {torch.__version__}" in out
+    assert main(["info", "--config", str(tmp_path / "a.png")]) == 0
+    recorded = capsys.readouterr().out
+    assert yaml.safe_load(recorded)["seed"] == 7 and yaml.safe_load(recorded)["resolution"] == "32 if t < .5 else 40"
+
+    (tmp_path / "b.yaml").write_text(recorded)
+    assert main([str(tmp_path / "a.png"), "-o", f"{tmp_path}/c.png", "-q"]) == 0  # a PNG where a YAML goes
+    assert main([str(tmp_path / "b.yaml"), "-o", f"{tmp_path}/d.png", "-q"]) == 0  # `info --config` output
+    assert pixels(tmp_path / "c.png") == pixels(tmp_path / "a.png") == pixels(tmp_path / "d.png")
+
+
+def test_snapshots_carry_provenance_and_other_pngs_are_refused(tmp_path, tiny, capsys):
+    seen = {}
+
+    def spy(event):  # after the writer has saved the snapshot of epoch 4
+        if event.kind == "epoch" and event.epoch == 4:
+            seen.update(json.loads(Image.open(tmp_path / "s.png").text["clipig:run"]))
+
+    from clipig.output import OutputWriter
+    engine = make_engine(EXPERIMENT.replace("snapshot_interval: 0", "snapshot_interval: 2"))
+    engine.listeners = [OutputWriter(engine.config, tmp_path / "s.png"), spy]
+    engine.run()
+    assert (seen["reason"], seen["epoch"], seen["epochs"]) == ("running", 4, 8)
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    for command in (["info"], ["replay"], []):
+        assert main([*command, str(tmp_path / "plain.png"), *(TINY if not command else [])]) == 2
+        assert "plain.png: this image has no CLIPig provenance" in capsys.readouterr().err
+
+
+def test_replay_is_identical_and_says_how_far_a_changed_image_is(tmp_path, tiny, capsys):
+    assert main([write(tmp_path), "-o", f"{tmp_path}/a.png", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["replay", str(tmp_path / "a.png"), "-q"]) == 0
+    assert "identical: the replay gives the same pixels, byte for byte (epoch 8 on cpu, precision fp32)" in \
+        capsys.readouterr().out
+
+    with Image.open(tmp_path / "a.png") as image:
+        info, array = PngInfo(), np.asarray(image.convert("RGB")).copy()
+        for key, value in image.text.items():
+            info.add_itxt(key, value)
+    array[0, :10] ^= 0x10
+    Image.fromarray(array).save(tmp_path / "changed.png", pnginfo=info)
+    assert main(["replay", str(tmp_path / "changed.png"), "-q", "-o", f"{tmp_path}/replayed.png"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"different \(epoch 8 .*\): 0\.\d+% of the values differ, max 16/255", out)
+    assert pixels(tmp_path / "replayed.png") == pixels(tmp_path / "a.png")
+
+
+# ---------------------------------------------------------------- resume
+
+def interrupt_at(monkeypatch, epoch: int, at_once: bool) -> None:
+    """Ctrl-C at `epoch`: once (the run ends after that epoch) or twice in the middle of its CLIP pass."""
+    critique = Engine.critique
+
+    def interrupted(self, targets, views):
+        if self.epoch == epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+            if at_once:
+                os.kill(os.getpid(), signal.SIGINT)
+        return critique(self, targets, views)
+
+    monkeypatch.setattr(Engine, "critique", interrupted)
+
+
+@pytest.mark.parametrize("at_once", [False, True], ids=["ctrl-c", "ctrl-c-twice"])
+def test_interrupted_and_resumed_equals_uninterrupted_byte_for_byte(tmp_path, tiny, monkeypatch, capsys, at_once):
+    config = write(tmp_path)
+    assert main([config, "-o", f"{tmp_path}/whole.png", "--seed", "3", *TINY]) == 0
+    stop = random.Random(at_once).randrange(1, 7)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, stop, at_once)
+        assert main([config, "-o", f"{tmp_path}/cut.png", "--seed", "3", *TINY]) == 130
+    assert f"interrupted at epoch {stop + (not at_once)}" in capsys.readouterr().err
+    state = load_state(tmp_path / "cut.state")
+    assert (state["epoch"], state["reason"]) == (stop + (not at_once), "interrupted")
+    assert pixels(tmp_path / "cut.png") != pixels(tmp_path / "whole.png")
+
+    assert main(["resume", str(tmp_path / "cut.png"), "-q"]) == 0
+    assert pixels(tmp_path / "cut.png") == pixels(tmp_path / "whole.png")
+    assert sorted(p.name for p in tmp_path.glob("cut*")) == ["cut.png", "cut.state", "cut.yaml"]
+    assert re.search(r"^# finished: 8 of 8 epochs \(\d+ in this run\)", (tmp_path / "cut.yaml").read_text(), re.M)
+    assert load_state(tmp_path / "cut.state")["reason"] == "done"
+
+
+def test_epochs_extend_a_finished_run_into_a_new_image(tmp_path, tiny, capsys):
+    config = write(tmp_path, EXPERIMENT.replace("epochs: 8", "epochs: 6"))
+    assert main([config, "-o", f"{tmp_path}/a.png", *TINY]) == 0
+    before = (tmp_path / "a.png").read_bytes()
+    assert main(["resume", str(tmp_path / "a.state")]) == 2
+    assert "a.state: the run is at epoch 6 of 6: nothing to do; give --epochs N" in capsys.readouterr().err
+    assert main(["resume", str(tmp_path / "a.png"), "--epochs", "9", "-q"]) == 0
+    assert (tmp_path / "a.png").read_bytes() == before  # a finished image is never lost
+    run = json.loads(Image.open(tmp_path / "a-1.png").text["clipig:run"])
+    assert (run["epoch"], run["epochs"]) == (9, 9) and (tmp_path / "a-1.state").is_file()
+
+
+def test_a_half_finished_job_goes_on_from_its_state(tmp_path, tiny, monkeypatch):
+    data = yaml.safe_load(EXPERIMENT) | {"model": "random:tiny", "device": "cpu", "verbose": 0, "seed": 5}
+    job = {"name": "runs/run-0", "data": data, "meta": {}}
+    whole = workers.render_job(job)
+
+    started = []
+    run = Engine.run
+    monkeypatch.setattr(Engine, "run", lambda self: started.append(self.epoch) or run(self))
+    half = {**job, "stop_at": 5, "state": str(tmp_path / "runs/run-0.state")}
+    workers.render_job(half)  # as a run killed after epoch 5 leaves it (its state, no record)
+    assert load_state(tmp_path / "runs/run-0.state")["epoch"] == 5
+
+    records, failed = workers.run_jobs(tmp_path, [job], type("Args", (), {"backend": "local", "workers": 1,
+                                                                          "quiet": True})())
+    assert not failed and started == [0, 5]
+    assert pixels(tmp_path / "runs/run-0.png") == Image.open(__import__("io").BytesIO(whole["png"])).tobytes()
+
+
+# ---------------------------------------------------------------- video
+
+def frames(path) -> list:
+    from clipig.video import read_frames
+    return list(read_frames(path))
+
+
+def test_video_frames_and_a_resumed_video(tmp_path, tiny, monkeypatch):
+    config = write(tmp_path)
+    assert main([config, "-o", f"{tmp_path}/a.png", "--video", f"{tmp_path}/a.mp4", "--set", "video.every=4",
+                 *TINY]) == 0
+    video = frames(tmp_path / "a.mp4")
+    assert len(video) == 3 and video[0].shape == (40, 40, 3)  # epochs 0, 4, 8 at the final resolution
+    final = np.asarray(Image.open(tmp_path / "a.png"), dtype=float)  # H.264 blurs the colours of noise a bit
+    assert np.abs(video[-1].mean((0, 1)) - final.mean((0, 1))).max() < 2
+    assert np.abs(video[-1] - final).mean() < np.abs(video[0] - final).mean()
+
+    for suffix in ("gif", "webp"):  # frames that look the same after encoding may be merged (longer shown)
+        assert main([config, "-o", f"{tmp_path}/g.png", "--set", f"video={{file: {tmp_path}/g.{suffix}, every: 3}}",
+                     *TINY]) == 0
+        with Image.open(tmp_path / f"g.{suffix}") as animation:
+            assert animation.is_animated and 2 <= animation.n_frames <= 5 and animation.size == (40, 40)
+
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 5, at_once=False)
+        assert main([config, "-o", f"{tmp_path}/r.png", "--video", f"{tmp_path}/r.mp4", *TINY]) == 130
+    assert len(frames(tmp_path / "r.mp4")) == 7  # epochs 0 to 6
+    assert main(["resume", str(tmp_path / "r.png"), "-q"]) == 0
+    assert len(frames(tmp_path / "r.mp4")) == 9 and not list(tmp_path.glob(".r.mp4*"))
+
+
+def test_a_bad_video_name_is_a_config_error(tmp_path, tiny, capsys):
+    assert main([write(tmp_path), "-o", f"{tmp_path}/", "--video", "v.avi", *TINY]) == 2
+    assert "video.file: must end with .mp4, .gif or .webp" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- memory
+
+MANY_VIEWS = """
+epochs: 3
+resolution: 48
+targets:
+  - batch_size: 6
+    features: [{text: a curly spoon}]
+    transforms: [{random_shift: 0 1}, {random_crop: 32}, {noise: 0.1}]
+  - batch_size: 5
+    features: [{text: the sea}]
+    constraints: [{mean: {above: .6}}]
+"""
+
+
+def test_views_per_pass_equals_one_pass(tiny):
+    one = make_engine(MANY_VIEWS, "views_per_pass=11")
+    split = make_engine(MANY_VIEWS, "views_per_pass=1")
+    for engine in (one, split):
+        engine.run()
+    assert (one.passes.largest, split.passes.largest) == (7, 1)  # 6 views, and 1 of the deterministic target
+    assert torch.allclose(one.image(unclamped=True), split.image(unclamped=True), atol=1e-5)
+    def numbers(engine):
+        return [f[k][m] for t in engine.statistics() for f in t["features"] for k in ("loss", "similarity")
+                for m in ("mean", "min", "max")]
+    assert numbers(one) == pytest.approx(numbers(split), rel=1e-5)
+
+
+def peak_memory(views_per_pass: int) -> int:
+    """Peak resident memory (bytes) of a fresh process running one epoch of 32 views through a ViT-S/32 (random
+    weights; about 9 MB of activations per view, much more than the views themselves)."""
+    code = f"""
+import resource
+from clipig.config.loader import load
+from clipig.engine import open_run
+text = "epochs: 1\\nresolution: 224\\ntargets:\\n  - batch_size: 32\\n    features: [{{text: a}}]\\n"
+config = load(texts=[text], overrides=["model=random:ViT-S-32", "device=cpu", "views_per_pass={views_per_pass}",
+                                       "seed=0"])
+open_run(config).run()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    return int(out.stdout.split()[-1]) * 1024
+
+
+def test_smaller_passes_lower_the_peak_memory():
+    assert peak_memory(4) < peak_memory(32) - 150 * 2**20
+
+
+def test_automatic_passes_step_down_after_running_out_of_memory(tiny, monkeypatch, caplog):
+    monkeypatch.setattr(memory, "free_memory", lambda device: 1e15)  # "everything fits"
+    encode = tiny.encode_image
+
+    def limited(images, compiled=False):  # the device can only take 6 views at once
+        if len(images) > 6 and torch.is_grad_enabled():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return encode(images, compiled)
+
+    monkeypatch.setattr(tiny, "encode_image", limited)
+    engine = make_engine(MANY_VIEWS)
+    with caplog.at_level(logging.WARNING, "clipig.memory"):
+        assert engine.run() == "done"
+    assert engine.passes.size == 3 and engine.passes.largest == 3  # 7 views did not fit, 7 // 2 did
+    assert "out of memory at epoch 0: retrying with 3 views per pass" in caplog.text
+    monkeypatch.setattr(tiny, "encode_image", encode)
+    fixed = make_engine(MANY_VIEWS, "views_per_pass=3")
+    fixed.run()
+    assert torch.allclose(engine.image(unclamped=True), fixed.image(unclamped=True), atol=1e-6)  # the retried epoch drew the same
+
+
+def test_automatic_passes_fit_the_measured_size_into_free_memory(tiny, monkeypatch):
+    engine = make_engine(MANY_VIEWS)
+    per_view = memory.bytes_per_view(engine, engine.critic.critics[0], (3, 224, 224))
+    assert 10_000 < per_view < 50 * 2**20
+    monkeypatch.setattr(memory, "free_memory", lambda device: per_view * 3 / memory.USABLE + 1)
+    engine.run()
+    assert engine.passes.size == 3 and engine.passes.largest == 3
+
+
+# ---------------------------------------------------------------- NaN and infinity
+
+LARGE_RATE = "learnrate=1 if epoch < 3 else 1e30"
+
+
+@pytest.mark.parametrize("settings, message", [  # finite numbers whose products are too large for float32
+    ((LARGE_RATE, "learnrate_scale=1 if epoch < 3 else 1e30"),
+     "(base * learnrate * learnrate_scale = 1e+58) is beyond the float32 range"),
+    ((LARGE_RATE, "targets[0].features[0].weight=1 if epoch < 3 else 3e38"),
+     "the optimizer step (learnrate 1e+28) and post-processing made"),
+])
+def test_a_nan_from_an_expression_stops_cleanly_and_keeps_the_last_finite_image(tmp_path, tiny, capsys,
+                                                                                settings, message):
+    text = "epochs: 6\nresolution: 32\nseed: 1\ntargets:\n  - features: [{text: a spoon}]\n    transforms: [{noise: .1}]\n"
+    config = write(tmp_path, text)
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    assert main([config, "-o", f"{tmp_path}/bad.png", *sets, *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "the run became numerically invalid at epoch 3: " in err and message in err and "Traceback" not in err
+    assert "# failed at epoch 3 of 6 epochs" in (tmp_path / "bad.yaml").read_text()
+    assert main([config, "-o", f"{tmp_path}/good.png", *sets, "--epochs", "3", *TINY]) == 0
+    assert pixels(tmp_path / "bad.png") == pixels(tmp_path / "good.png")  # the image after epochs 0, 1, 2
+    assert load_state(tmp_path / "bad.state")["reason"] == "failed"
