@@ -48,8 +48,10 @@ def rating(referee, image: torch.Tensor, texts: list[str]) -> list[float]:
     return referee.similarity(referee.encode_image(image[None]), referee.encode_text(texts))[0].tolist()
 
 
+@pytest.mark.xfail(strict=True, reason="issue 10 is open: mini's renders fool mini but not the referee yet "
+                   "(docs/mini.md, 'What the models cannot do yet'); strict, so a fix shows up as XPASS")
 def test_a_render_shows_its_colours_the_right_way_round(mini, referee):
-    engine = make_engine(config(f"text: {RED_CIRCLE}"), mini)
+    engine = make_engine(config(f"text: {RED_CIRCLE}"), "model=mini")
     engine.run()
     swapped = "a blue circle on a red background"
     own, other = rating(referee, engine.image(), [RED_CIRCLE, swapped])
@@ -65,7 +67,7 @@ def test_select_best_trains_the_feature_that_matches_the_picture(mini, tmp_path)
         path = tmp_path / f"scene{shown}.png"
         Image.fromarray(world.render(world.scene_for(world.parse(texts[shown]), rng), 64)).save(path)
         engine = make_engine(config(*(f"text: {t}" for t in texts), select="best", epochs=20,
-                                    init=f"init:\n  image: {path}"), mini)
+                                    init=f"init:\n  image: {path}\n  mean: 0\n  std: 1"), "model=mini")
         engine.run()
         counts = [f["count"] for f in engine.statistics()[0]["features"]]
         assert counts[shown] > 3 * counts[1 - shown], (shown, counts)
@@ -75,15 +77,17 @@ def test_a_negative_weight_pushes_the_picture_away_from_that_feature(mini, refer
     """`a red circle` and, with weight -1, `a red square`: the referee rates the square lower than after
     the circle alone, while the circle keeps its rank."""
     square = "a red square on a blue background"
-    alone = make_engine(config(f"text: {RED_CIRCLE}"), mini)
+    alone = make_engine(config(f"text: {RED_CIRCLE}"), "model=mini")
     alone.run()
-    against = make_engine(config(f"text: {RED_CIRCLE}", f"{{text: {square}, weight: -1}}"), mini)
+    against = make_engine(config(f"text: {RED_CIRCLE}", f"{{text: {square}, weight: -1}}"), "model=mini")
     against.run()
     before, after = (rating(referee, e.image(), [RED_CIRCLE, square]) for e in (alone, against))
     assert after[1] < before[1] - 3, (before, after)
     assert after[0] > after[1]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 10 is open: mini's renders fool mini but not the referee yet "
+                   "(docs/mini.md, 'What the models cannot do yet'); strict, so a fix shows up as XPASS")
 def test_the_first_image_shows_its_prompt(referee, tmp_path):
     """examples/first-image.yaml (what `make run` renders) as it is: the referee ranks its prompt first among
     every caption of the world that differs from it in one word."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -142,6 +143,12 @@ def train(args) -> dict:
     vocab = mini.vocabulary()
     compact, tokenize = mini.Compact(vocab), mini.tokenizer()
     model = mini.build(size, len(vocab))
+    if args.init:  # go on from a checkpoint (its size and vocabulary)
+        checkpoint = torch.load(args.init, map_location="cpu", weights_only=True)
+        size, vocab = checkpoint["size"], checkpoint["vocab"]
+        compact, model = mini.Compact(vocab), mini.build(size, len(vocab))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in checkpoint["state_dict"].items()}, strict=False)
     probes, cover = Probes(size["embed_dim"], args.shape_probe), torch.nn.Linear(size["width"], 4)
     if size.get("resnet"):
         args.coverage = 0.0  # the per-patch read-out needs the ViT's patch tokens
@@ -195,7 +202,7 @@ def train(args) -> dict:
     accuracy = evaluate_checkpoint(path, args.eval_scenes)
     print("zero-shot top-1 on fresh scenes: "
           + ", ".join(f"{k} {v * 100:.1f}%" for k, v in accuracy.items()))
-    info = {"seed": args.seed, "steps": args.steps, "batch": args.batch, "lr": args.lr, "augment": args.augment,
+    info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -208,6 +215,14 @@ def train(args) -> dict:
     print(f"wrote {path} ({info['bytes'] / 2**20:.2f} MiB) and {path.with_suffix('.json').name}; "
           f"training {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
     return info
+
+
+def _provenance_of(checkpoint: str | None) -> dict | None:
+    """The provenance of the checkpoint a run started from (its JSON file), or None."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else {"file": Path(checkpoint).name}
 
 
 def encoders(model, compact, tokenize):
@@ -254,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
         "Train a mini CLIP (open_clip's architecture) on the world's scenes and write a float16 checkpoint "
         "with its provenance and zero-shot accuracy."))
     p.add_argument("-o", "--output", required=True, help="checkpoint file (.pt); PATH.json is written beside it")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from the weights of this checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the scenes and their order")
     p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
     p.add_argument("--batch", type=int, default=256, help="scenes per step (default 256)")
