@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--quality" in argv:  # the referee's quality benchmark has its own options (clipig.mini.quality)
         from .mini.quality import main as quality
-        return quality([a for a in argv if a != "--quality"])
+        return quality([a for a in argv if a != "--quality"], table, machine())
     args = parser().parse_args(argv)
     quick = args.quick
     args.epochs = args.epochs if args.epochs is not None else (2 if quick else 8)

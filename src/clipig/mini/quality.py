@@ -143,8 +143,7 @@ def summary(result: dict) -> list[str]:
     return cells
 
 
-def report(results: list[dict], args, info: dict) -> str:
-    from ..bench import table
+def report(results: list[dict], args, info: dict, table) -> str:
     headers = ["configuration", "top-1", "mean rank", *ATTRIBUTES, "critic sim", "referee sim", "referee real",
                "seconds"]
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}",
@@ -177,9 +176,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str], table, info: dict) -> int:
+    """Run `clipig bench --quality ARGV`; `table` and `info` (the machine) come from clipig.bench."""
     from .. import threads
-    from ..bench import machine
     from ..critic import load_critic
     args = parser().parse_args(argv)
     threads.configure(args.threads)
@@ -191,14 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if save:
         save.mkdir(parents=True, exist_ok=True)
     referee = load_critic(args.referee, "cpu")
-    info = machine()
     results = []
     for row in rows:
         print(f"  {row}: {len(PROMPTS)} prompts ...", file=sys.stderr, flush=True)
         results.append(run_row(row, referee, args, save))
-    print(report(results, args, info))
+    print(report(results, args, info, table))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
