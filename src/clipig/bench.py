@@ -13,6 +13,8 @@ The CLIP forward and backward are timed by wrapping the critic (forward around `
 between gradient hooks on its output and its input); the engine is not touched.
 
     python -m clipig.bench [--quick] [--model random:ViT-B/32] [--epochs N] [--threads N] [NAME ...]
+
+`--quality` runs the referee's quality benchmark instead (clipig/mini/quality.py).
 """
 
 from __future__ import annotations
@@ -524,6 +526,9 @@ def parser() -> argparse.ArgumentParser:
         "share of the epoch the parameterizations take."))
     p.add_argument("configs", nargs="*", metavar="NAME|FILE.yaml",
                    help=f"configurations (default: all of {BENCH_DIR.name}/*.yaml: {', '.join(REFERENCE)})")
+    p.add_argument("--quality", action="store_true", help=(
+        "instead: the quality benchmark, pictures of `mini` judged by `mini-referee` "
+        "(`clipig bench --quality --help`)"))
     p.add_argument("--quick", action="store_true", help="few epochs, no profile: a smoke test (< 3 min)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"CLIP model (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="cpu", help="device (default: cpu)")
@@ -554,6 +559,10 @@ def find_configs(names: list[str], args) -> list[tuple[str, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--quality" in argv:  # the referee's quality benchmark has its own options (clipig.mini.quality)
+        from .mini.quality import main as quality
+        return quality([a for a in argv if a != "--quality"], table, machine())
     args = parser().parse_args(argv)
     quick = args.quick
     args.epochs = args.epochs if args.epochs is not None else (2 if quick else 8)

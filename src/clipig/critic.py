@@ -8,6 +8,7 @@ Model names (resolved by `_build_model`, the one place that knows them):
   * checkpoint files: ``/path/ViT-B-32.pt`` (OpenAI JIT/state dict) or ``ARCH:/path/file.pt|.safetensors``
   * ``random:ARCH`` or ``random:ARCH:SEED`` (random weights of a seed, 0 by default; no download) and
     ``random:tiny`` (a very small CLIP for tests)
+  * ``mini``, ``mini-2`` and ``mini-referee``: small CLIPs trained on the mini world, shipped in the package (clipig.mini)
 Downloads and checkpoint formats live in `weights.py`, image files in `images.py`.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from . import fast_vision, weights
 from .images import load_image, source_key
+from .mini.model import CHECKPOINTS as MINI_CHECKPOINTS  # trained by clipig.mini.train, shipped
 from .weights import OPENAI_NAMES, ModelError, one_line
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -76,18 +78,28 @@ def _unknown_model(name: str) -> ModelError:
     if name in archs:
         tags = [f"{name}/{t}" for t in open_clip.list_pretrained_tags_by_model(name)]
         return ModelError(f"Model {name!r} needs a pretrained tag, e.g. {', '.join(tags[:5]) or 'random:' + name}.")
-    names = [*OPENAI_NAMES, *(f"{a}/{t}" for a, t in open_clip.list_pretrained()), "random:tiny"]
+    names = [*OPENAI_NAMES, *(f"{a}/{t}" for a, t in open_clip.list_pretrained()), "random:tiny", *MINI_CHECKPOINTS]
     by_lower = {n.lower(): n for n in names}
     close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), by_lower, n=5, cutoff=0.5)]
     hint = f"\nDid you mean: {', '.join(close)}?" if close else ""
     return ModelError(f"Unknown CLIP model {name!r}.{hint}\n"
-                      "Use an OpenAI name (ViT-B/32), an open_clip ARCH/TAG, a checkpoint path or random:ARCH; "
+                      "Use an OpenAI name (ViT-B/32), an open_clip ARCH/TAG, a checkpoint path, random:ARCH or mini; "
                       "`clipig models` lists them.")
+
+
+def _build_mini(name: str):
+    from .mini import model as mini
+    try:
+        return mini.load(name), mini.TOKENIZER
+    except (OSError, mini.ChecksumError) as e:
+        raise ModelError(f"Could not load the shipped model {name!r}: {one_line(e, 400)}") from None
 
 
 def _build_model(name: str):
     """(model on cpu, tokenizer architecture) for any supported model name."""
     import open_clip
+    if name in MINI_CHECKPOINTS:
+        return _build_mini(name)
     if name.startswith("random:"):
         return _build_random(name[len("random:"):])
     if name in OPENAI_NAMES:
@@ -287,4 +299,5 @@ def known_models() -> list[dict]:
     rows += [{"name": f"{a}/{t}", "source": "open_clip", "cached": weights.is_cached(a, t)}
              for a, t in open_clip.list_pretrained() if t != "openai"]
     rows += [{"name": n, "source": "random", "cached": True} for n in ("random:tiny", "random:ViT-B/32")]
+    rows += [{"name": n, "source": "shipped", "cached": True} for n in MINI_CHECKPOINTS]
     return rows

@@ -1,0 +1,302 @@
+"""Train a mini CLIP on fresh scenes of the world: `python -m clipig.mini.train --seed 1 -o mini.pt`.
+
+Contrastive (CLIP's symmetric cross-entropy; captions that are equal within a batch count as matches of
+each other), AdamW with warm-up and cosine decay, on views augmented like CLIPig's (shift with wrap-around,
+rotation and scaling with black corners, noise, blur). Half of every batch are one-word twins of the other
+half. Two training-only read-outs speed up what a tiny transformer learns slowest, telling shapes apart
+whatever their colours: linear probes of the caption's attributes on both towers' features, and a per-patch
+prediction of where things are. Batch `i` is drawn from the seed and `i` alone, so a run is reproducible.
+At the end the float16 checkpoint is written, loaded back as the critic loads it, and its zero-shot
+accuracy printed per attribute and stored in the provenance (PATH.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import evaluate, model as mini, world
+
+SHAPE_TWINS = 0.5  # share of the one-word twins that differ in the shape
+PROBES = {"shape": world.SHAPES, "colour": tuple(world.COLOURS), "background": tuple(world.COLOURS),
+          "size": tuple(world.SIZES), "place": tuple(world.PLACES), "count": (1, 2, 3),
+          "texture": ("striped", "plain"), "shape2": world.SHAPES, "colour2": tuple(world.COLOURS)}
+
+
+def batch(seed: int, step: int, size: int, image_size: int):
+    """(images [B, 3, S, S] in [0, 1], their things' coverage [B, 1, S, S], Captions, whether each names a
+    place) of training step `step`.
+    Half the captions are random, the other half differ from one of those in one word (each with a scene
+    of its own; half of the time in the shape, the hardest to learn), so that every batch asks for the fine
+    distinctions."""
+    rng = np.random.default_rng([seed, step])
+    captions = [world.sample_caption(rng) for _ in range(size - size // 2)]
+    for caption in captions[:size // 2]:
+        options = world.variants(caption, "shape") if rng.random() < SHAPE_TWINS else world.neighbours(caption)
+        captions.append(options[rng.integers(len(options))] if options else world.sample_caption(rng))
+    drawn = [world.render(world.scene_for(c, rng), image_size, with_mask=True) for c in captions]
+    images = torch.stack([evaluate.to_tensor(image) for image, _ in drawn])
+    masks = torch.stack([torch.from_numpy(mask) for _, mask in drawn])[:, None]
+    return images, masks, captions, torch.tensor([c.place is not None for c in captions])
+
+
+def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: torch.Generator):
+    """Views as CLIPig makes them. Half are rotated (-20..20 degrees), scaled (0.85..1.15) and moved (8%)
+    with black outside; a quarter of those without a named place are shifted with wrap-around; half get
+    noise (std up to 0.12), a third blur (sigma 0.4..1.2 pixels). The masks move with the images."""
+    images = torch.cat([images, masks], 1)
+    n, _, h, w = images.shape
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    angle, scale = torch.deg2rad(u(-20, 20)), u(0.85, 1.15)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, u(-0.16, 0.16)], 1), torch.stack([sin, cos, u(-0.16, 0.16)], 1)], 1)
+    moved = F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
+    images = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], moved, images)
+    wrap = (torch.rand(n, generator=g) < 0.25) & ~placed
+    shifts = torch.randint(0, h, (n, 2), generator=g)
+    images = torch.stack([img.roll(tuple(s.tolist()), (1, 2)) if flag else img
+                          for img, s, flag in zip(images, shifts, wrap)])
+    images, masks = images[:, :3], images[:, 3:]
+    sigma = u(0.4, 1.2)
+    radius = torch.arange(-3, 4, dtype=torch.float32)
+    kernel = torch.exp(-radius[None] ** 2 / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(3, 0)  # [n*3, 7]
+    flat = images.reshape(1, n * 3, h, w)
+    blurred = F.conv2d(F.pad(flat, (3, 3, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=n * 3)
+    blurred = F.conv2d(F.pad(blurred, (0, 0, 3, 3), mode="replicate"), kernel[:, None, :, None], groups=n * 3)
+    images = torch.where((torch.rand(n, generator=g) < 1 / 3)[:, None, None, None], blurred.view_as(images), images)
+    noise = torch.randn(images.shape, generator=g) * u(0, 0.12)[:, None, None, None]
+    return images + noise * (torch.rand(n, generator=g) < 0.5)[:, None, None, None], masks
+
+
+def labels(caption: world.Caption) -> list[int]:
+    """The index of each PROBES attribute's value in the caption, -100 where it does not say."""
+    said = {"shape": caption.shape, "colour": caption.colour, "background": caption.background,
+            "size": caption.size, "place": caption.place, "shape2": caption.shape2, "colour2": caption.colour2,
+            "count": caption.count if caption.kind != "pair" else None,
+            "texture": (caption.texture or "plain") if caption.kind == "single" else None}
+    return [PROBES[slot].index(said[slot]) if said[slot] is not None else -100 for slot in PROBES]
+
+
+def coverage_loss(head: torch.nn.Linear, tokens: torch.Tensor, masks: torch.Tensor, patch: int) -> torch.Tensor:
+    """Each patch token predicts how much of each quarter of its patch the things cover (a training-only
+    read-out): the image tower learns early where things are, whatever their colours."""
+    n, grid = masks.shape[0], masks.shape[-1] // patch
+    target = F.avg_pool2d(masks, patch // 2).view(n, grid, 2, grid, 2).permute(0, 1, 3, 2, 4).reshape(n, -1, 4)
+    return F.binary_cross_entropy_with_logits(head(tokens), target)
+
+
+class Probes(torch.nn.Module):
+    """Linear read-outs of the caption's attributes from the image and from the text features: an auxiliary
+    loss of the training (not part of the checkpoint) that shows both towers early what matters."""
+
+    def __init__(self, dim: int, shape_weight: float = 1.0):
+        super().__init__()
+        self.weights = [shape_weight if slot == "shape" else 1.0 for slot in PROBES]
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(dim, len(values)) for values in PROBES.values())
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        features = F.normalize(features, dim=-1)
+        losses = [self.weights[i] * F.cross_entropy(head(features), targets[:, i]) for i, head in enumerate(self.heads)
+                  if (targets[:, i] >= 0).any()]
+        return torch.stack(losses).sum()
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str]):
+    """Symmetric cross-entropy of the scaled cosine similarities; equal captions share the target mass."""
+    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    index = torch.tensor([ids[c] for c in captions])
+    same = (index[:, None] == index[None, :]).float()
+    target = same / same.sum(1, keepdim=True)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train(args) -> dict:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    size = {**mini.SIZE, **args.size}
+    vocab = mini.vocabulary()
+    compact, tokenize = mini.Compact(vocab), mini.tokenizer()
+    model = mini.build(size, len(vocab))
+    if args.init:  # go on from a checkpoint (its size and vocabulary)
+        checkpoint = torch.load(args.init, map_location="cpu", weights_only=True)
+        size, vocab = checkpoint["size"], checkpoint["vocab"]
+        compact, model = mini.Compact(vocab), mini.build(size, len(vocab))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in checkpoint["state_dict"].items()}, strict=False)
+    probes, cover = Probes(size["embed_dim"], args.shape_probe), torch.nn.Linear(size["width"], 4)
+    if size.get("resnet"):
+        args.coverage = 0.0  # the per-patch read-out needs the ViT's patch tokens
+    model.visual.output_tokens = bool(args.coverage)  # (features, patch tokens) while training
+    parameters = [*model.named_parameters(), *probes.named_parameters(), *cover.named_parameters()]
+    decay = [p for n, p in parameters if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in parameters if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    warmup = max(1, int(args.steps * 0.1))
+    g = torch.Generator().manual_seed(args.seed)
+    start, cpu_start, running = time.monotonic(), cpu_seconds(), []
+    for step in range(args.steps):
+        images, masks, captions, placed = batch(args.seed, step, args.batch, size["image_size"])
+        if args.augment:
+            images, masks = augment(images, masks, placed, g)
+        texts = [c.text() for c in captions]
+        tokens = compact(tokenize(texts))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr, warmup)
+        image, text = model.visual((images - _mean()) / _std()), model.encode_text(tokens)
+        image, patches = image if args.coverage else (image, None)
+        loss = contrastive_loss(image, text, model.logit_scale.exp(), texts)
+        if args.coverage:
+            loss = loss + args.coverage * coverage_loss(cover, patches, masks, size["patch_size"])
+        if args.probes:
+            targets = torch.tensor([labels(c) for c in captions])
+            loss = loss + args.probes * (probes(image, targets) + probes(text, targets)) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        running.append(float(loss.detach()))
+        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+            print(f"step {step + 1}/{args.steps}  loss {np.mean(running):.3f}  scale "
+                  f"{model.logit_scale.exp().item():.1f}  {time.monotonic() - start:.0f} s", flush=True)
+            running = []
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            model.eval()
+            model.visual.output_tokens = False
+            accuracy = evaluate.zero_shot(*encoders(model, compact, tokenize), size["image_size"], 100,
+                                          attributes=("shape", "colour", "background"))
+            model.train()
+            model.visual.output_tokens = bool(args.coverage)
+            print("  zero-shot (100 scenes): " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in accuracy.items()),
+                  flush=True)
+    wall, cpu = time.monotonic() - start, cpu_seconds() - cpu_start
+    path = Path(args.output)
+    mini.save(model, size, vocab, path)
+    accuracy = evaluate_checkpoint(path, args.eval_scenes)
+    print("zero-shot top-1 on fresh scenes: "
+          + ", ".join(f"{k} {v * 100:.1f}%" for k, v in accuracy.items()))
+    info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
+            "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
+            "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
+            "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
+            "train_wall_s": round(wall), "train_cpu_s": round(cpu), "threads": args.threads,
+            "date": datetime.date.today().isoformat(), "command": "python -m clipig.mini.train " + shlex.join(
+                sys.argv[1:] if args.argv is None else args.argv),
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__,
+            "python": platform.python_version()}
+    info = mini.provenance(path, info)
+    print(f"wrote {path} ({info['bytes'] / 2**20:.2f} MiB) and {path.with_suffix('.json').name}; "
+          f"training {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU")
+    return info
+
+
+def _provenance_of(checkpoint: str | None) -> dict | None:
+    """The provenance of the checkpoint a run started from (its JSON file), or None."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else {"file": Path(checkpoint).name}
+
+
+def encoders(model, compact, tokenize):
+    """encode_image(pixels in [0, 1]) and encode_text(strings) of a model being trained."""
+    return (lambda images: model.encode_image((images - _mean()) / _std()),
+            lambda texts: model.encode_text(compact(tokenize(texts))))
+
+
+def evaluate_checkpoint(path: Path, scenes: int) -> dict:
+    """Accuracy of a written checkpoint, loaded and run as the critic runs it."""
+    from ..critic import Critic
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    critic = Critic(path.stem, mini.expand(checkpoint), mini.tokenizer(), "cpu")
+    return evaluate.zero_shot(critic.encode_image, critic.encode_text, critic.input_size, scenes)
+
+
+def _mean():
+    return torch.tensor(world.MEAN).view(1, 3, 1, 1)
+
+
+def _std():
+    return torch.tensor(world.STD).view(1, 3, 1, 1)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _size_option(text: str) -> tuple[str, int]:
+    key, _, value = text.partition("=")
+    if key not in mini.SIZE or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected KEY=N with KEY one of {', '.join(mini.SIZE)}, got {text!r}")
+    return key, int(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m clipig.mini.train", description=(
+        "Train a mini CLIP (open_clip's architecture) on the world's scenes and write a float16 checkpoint "
+        "with its provenance and zero-shot accuracy."))
+    p.add_argument("-o", "--output", required=True, help="checkpoint file (.pt); PATH.json is written beside it")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from the weights of this checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the scenes and their order")
+    p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    p.add_argument("--batch", type=int, default=256, help="scenes per step (default 256)")
+    p.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate (default 1.5e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--size", type=_size_option, action="append", default=[], metavar="KEY=N",
+                   help=f"model size, repeatable (defaults: {', '.join(f'{k}={v}' for k, v in mini.SIZE.items())})")
+    p.add_argument("--probes", type=float, default=1.0, help=(
+        "weight of the auxiliary attribute read-outs (default 1; 0: contrastive loss only)"))
+    p.add_argument("--shape-probe", type=float, default=1.0, help=(
+        "weight of the shape's read-out among the others (default 1)"))
+    p.add_argument("--coverage", type=float, default=1.0, help=(
+        "weight of the auxiliary per-patch coverage read-out (default 1; 0: none)"))
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="train on the drawn scenes as they are")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--eval-scenes", type=int, default=300, help="fresh scenes per attribute for the accuracy")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=0, help="also print the accuracy every N steps (100 scenes)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.size, args.argv = dict(args.size), argv
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
