@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny random CLIP and a helper to run small experiments."""
 
+import clipig  # noqa: F401  (first: it makes OpenMP's idle threads sleep, which must be set before torch loads)
 import pytest
 import torch
 

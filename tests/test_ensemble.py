@@ -125,7 +125,8 @@ def test_each_model_sees_the_shared_views_at_its_own_input_size():
         encode = critic.model.encode_image
         critic.model.encode_image = lambda pixels, c=critic, e=encode: shapes.setdefault(c.name, []).append(
             tuple(pixels.shape)) or e(pixels)
-    config = load(texts=[TWO_FEATURES.format(epochs=2)], overrides=[f"model={A}"])
+    # a fixed pass size: the automatic one would first probe each model with 1 and 2 views (memory.py)
+    config = load(texts=[TWO_FEATURES.format(epochs=2)], overrides=[f"model={A}", "views_per_pass=3"])
     engine = Engine(config, Ensemble([tiny, small], [1, 1]))
     views = []
     target_views = engine.targets[0].views

@@ -48,9 +48,10 @@ SIZE = "epochs: 1\nresolution: 16\n"
     (SIZE + "targets:\n  - batch_size: 2**62\n    features:\n      - text: a\n    transforms:\n      - noise: 0.1\n", 1,
      "error: sizes too large for any memory"),
     (SIZE + TARGET + "    transforms:\n      - repeat: 2**62\n", 1, "error: sizes too large for any memory"),
-    # a product of two allowed numbers that float32 cannot hold
+    # a product of two allowed numbers that float32 cannot hold: the run stops before the step (finite.py)
     (SIZE + TARGET + "optimizer: sgd\nlearnrate: 3e38\nlearnrate_scale: 1e10\n", 1,
-     "error: a number grew too large for the float32"),
+     "error: the run became numerically invalid at epoch 0: the learning rate (base * learnrate * "
+     "learnrate_scale = 3e+49) is beyond the float32 range"),
 ])
 def test_each_kind_of_failure_the_sweep_found(text, rc, message, tmp_path, tiny, capsys):
     config = tmp_path / "x.yaml"

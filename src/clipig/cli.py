@@ -109,7 +109,6 @@ def render(argv: list[str]) -> int:
     from .config.errors import ConfigError
     from .config.loader import STDIN, load_data
     from .config.schema import validate
-    from .critic import open_critic
     from .output import output_path
     from .runner import run_to_files
 
@@ -119,13 +118,12 @@ def render(argv: list[str]) -> int:
     data = load_data(args.files, overrides=overrides_of(args))
     config = validate(data)
     wanted = output_path(config.output(), "output" if args.files[-1] == STDIN else args.files[-1])
-    critic = open_critic(config.model(), config.device())
     seed = config.seed() if config.seed is not None else None
     for i in range(args.repeat):
         if i and seed is not None:
             data["seed"] = seed + i
             config = validate(data)
-        code = run_to_files(config, wanted, critic=critic)
+        code = run_to_files(config, wanted)  # the critic is opened once: load_critic keeps it
         if code:
             return code
     return 0

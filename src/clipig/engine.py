@@ -167,8 +167,7 @@ class Engine:
                     self.emit("epoch")
                 self.guard.finish()
         except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                self.guard.rewind()
+            self.guard.rewind()  # an epoch that did not finish leaves no trace: the state is that of its start
             self.emit("end", reason="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
             raise
         self.emit("end", reason=reason)
@@ -208,7 +207,7 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)
         if weighted and loss.requires_grad:  # all weights zero: no step at all (not even the momentum's)
             loss.backward()
-        self.guard.check(loss, variables)
+        self.guard.check(loss)
         if loss.requires_grad:
             self.optimizer.step()
         self.loss = loss.detach()

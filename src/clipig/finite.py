@@ -1,11 +1,13 @@
 """Runs that fail loudly: a loss, gradient, learning rate or image that becomes NaN or infinite stops the run.
 
 At the start of an epoch, before the post-processing, the guard keeps a copy of the image (its
-parameterization's tensors); after the post-processing and the optimizer step it checks the loss, the gradients and the new image. When one of them went bad, the
-copy is put back, so the run stops with the last finite image (saved with a "failed at epoch N" sidecar, like
-other failures). On the CPU the check is read at once. On CUDA reading a tensor makes the CPU wait for all the
-work queued on the GPU, so an epoch's check is copied to the host asynchronously and read one epoch later,
-waiting only for that epoch's work, which the GPU has finished by then or soon.
+parameterization's tensors) and of the statistics; after the optimizer step it checks the loss, the gradients
+and the new image. When one of them went bad, the copy is put back, so the run stops with the last finite
+image (saved with a "failed at epoch N" sidecar, like other failures). The same copy undoes an epoch that did
+not finish (an error, a second Ctrl-C, an out-of-memory retry). On the CPU the check is read at once. On CUDA
+reading a tensor makes the CPU wait for all the work queued on the GPU, so an epoch's check is copied to the
+host asynchronously and read one epoch later, waiting only for that epoch's work, which the GPU has finished
+by then or soon.
 """
 
 from __future__ import annotations
@@ -31,20 +33,30 @@ class Guard:
     def __init__(self, engine):
         self.engine = engine
         self.deferred = engine.device.type == "cuda"
-        self.current: tuple | None = None  # (epoch, learnrate, loss, gradients, image before the step)
+        self.current: tuple | None = None  # (epoch, learnrate, loss, gradients, `before` of the epoch)
         self.pending: tuple | None = None  # (the same, flags, event): an epoch whose check is not read yet
+        self.before: tuple | None = None  # (canvas tensors, statistics) at the start of the epoch
 
     def keep(self) -> None:
-        """At the start of the epoch, before the post-processing: the image to go back to."""
-        self.before = {k: v.detach().clone() for k, v in self.engine.canvas.state_dict().items()}
+        """At the start of the epoch, before the post-processing: the image (and statistics) to go back to."""
+        engine = self.engine
+        self.before = ({k: v.detach().clone() for k, v in engine.canvas.state_dict().items()},
+                       [t.stats.snapshot() for t in engine.targets])
 
     def rewind(self) -> None:
-        """An epoch that did not finish (a second Ctrl-C): undo its post-processing."""
-        if getattr(self, "before", None) is not None:
-            self.engine.canvas.load_state_dict(self.before)
+        """An epoch that did not finish (an error, a second Ctrl-C, running out of memory): undo its
+        post-processing and statistics, so that it can be run again as if it had not started."""
+        if self.before is not None:
+            self._restore(self.before)
             self.before = None
 
-    def check(self, loss: torch.Tensor, variables: dict) -> None:
+    def _restore(self, before) -> None:
+        tensors, stats = before
+        self.engine.canvas.load_state_dict(tensors)
+        for target, kept in zip(self.engine.targets, stats):
+            target.stats = kept
+
+    def check(self, loss: torch.Tensor) -> None:
         """Before the optimizer step: a learning rate beyond float32 stops at once; the rest is kept for `verify`."""
         engine = self.engine
         learnrate = engine.learnrate
@@ -55,10 +67,10 @@ class Guard:
         self.current = (engine.epoch, learnrate, loss.detach(), gradients, self.before)
 
     def verify(self) -> None:
-        """After the optimizer step and the post-processing."""
+        """After the optimizer step."""
         tensors = [self.current[2], *self.current[3], *self.engine.canvas.parameters()]
         flags, done = torch.stack([torch.isfinite(t).all() for t in tensors]), None
-        if self.deferred:
+        if self.deferred and self.engine.device.type == "cuda":  # (a test defers on the CPU too)
             flags = flags.to("cpu", non_blocking=True)  # into pinned memory; valid once `done` has happened
             done = torch.cuda.Event()
             done.record()
@@ -80,7 +92,8 @@ class Guard:
             return
         engine = self.engine
         image = sum(_count(p) for p in engine.canvas.parameters())
-        engine.canvas.load_state_dict(before)
+        self._restore(before)
+        engine.epochs_done -= engine.epoch - epoch  # CUDA: the next epoch has been counted already
         engine.epoch = epoch
         problems = [f"loss = {float(loss):g}"] if _count(loss) else []
         problems += [f"{n} of the image's {g.numel()} gradient values are NaN or infinite"

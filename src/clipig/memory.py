@@ -5,7 +5,7 @@ Most of an epoch's memory is what CLIP keeps for the backward pass, about the sa
 backward pass, one pass at a time: the gradients of the passes add up to the gradient of one big pass, and the
 loss still sees the features of all views at once. `views_per_pass: 0` (automatic) measures what one view
 keeps, per model, view size and precision, and fits the passes into the free memory (CUDA: the device's
-free memory; CPU: the available RAM); an out-of-memory error halves the pass and retries the epoch once.
+free memory; CPU: the available RAM); an out-of-memory error halves the pass and repeats the epoch.
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ class Passes:
         self.largest = 0  # the largest pass tried (since the last step down)
 
     def encode(self, encode, views, engine, critic) -> torch.Tensor:
-        """Features of all `views` (a batch, or a list of batches of one size) of one critic, in passes of at most
+        """Features of all `views` (a list of batches of one view size) of one critic, in passes of at most
         `views_per_pass` views: each pass is checkpointed, so only one pass keeps its activations at a time."""
-        views = views[0] if len(views) == 1 else torch.cat(list(views)) if isinstance(views, (list, tuple)) else views
+        views = views[0] if len(views) == 1 else torch.cat(views)
         size = self.fixed or self._automatic(views, engine, critic)
         if size >= len(views) or not views.requires_grad:
             self.largest = max(self.largest, len(views))
@@ -118,22 +118,24 @@ class Passes:
         return min(self.sizes[critic], self.size)
 
     def step(self, engine) -> None:
-        """engine.step(); in automatic mode an out-of-memory error halves the pass and retries the epoch once."""
+        """engine.step(); in automatic mode an out-of-memory error halves the pass and repeats the epoch, until it
+        fits or a single view per pass does not."""
         if self.fixed:
             return engine.step()
         from .state import random_state, set_random_state
         before = random_state(engine)
-        try:
-            return engine.step()
-        except (MemoryError, RuntimeError) as e:
-            if not out_of_memory(e) or (self.size or 0) <= 1:
-                raise
-        # outside the except block, so that the failed step's tensors are freed
-        engine.optimizer.zero_grad(set_to_none=True)
-        gc.collect()
-        if engine.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.size, self.largest = max(1, min(self.size, self.largest) // 2), 0
-        log.warning("out of memory at epoch %d: retrying with %d views per pass", engine.epoch, self.size)
-        set_random_state(engine, before)
-        engine.step()
+        while True:
+            try:
+                return engine.step()
+            except (MemoryError, RuntimeError) as e:
+                if not out_of_memory(e) or (self.size or 0) <= 1:
+                    raise
+            # outside the except block, so that the failed step's tensors are freed
+            engine.optimizer.zero_grad(set_to_none=True)
+            engine.guard.rewind()  # the failed attempt's post-processing and statistics
+            gc.collect()
+            if engine.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.size, self.largest = max(1, min(self.size, self.largest or self.size) // 2), 0
+            log.warning("out of memory at epoch %d: retrying with %d views per pass", engine.epoch, self.size)
+            set_random_state(engine, before)

@@ -19,7 +19,7 @@ from PIL.PngImagePlugin import PngInfo
 from .config.errors import ConfigError
 from .config.schema import to_data
 from .config.recorded import CONFIG_KEY, RUN_KEY
-from .provenance import critics_of, versions, weights_checksum
+from .provenance import versions, weights_checksum
 from .report import duration, statistics_table
 
 HEADER = "# CLIPig run of "  # the first line of every sidecar
@@ -100,7 +100,8 @@ def sidecar_text(config, run=None, reason: str = "done") -> str:
     header = [f"{HEADER[2:]}{datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
     if run is not None:
         done = run.epochs_done
-        per = run.runtime / done if done else 0.0
+        trained = run.epoch - run.config.start_epoch()  # the runtime includes the runs this one continues
+        per = run.runtime / trained if trained > 0 else 0.0
         state = "finished:" if reason == "done" else f"{reason} at epoch"
         header += [f"{state} {run.epoch} of {run.epochs} epochs ({done} in this run)",
                    f"runtime: {duration(run.runtime)} ({per:.3f}s per epoch) on {where(run.device)}", "",
@@ -148,7 +149,7 @@ def run_info(engine, reason: str) -> dict:
         "device_name": where(engine.device),
         "precision": engine.precision,
         "threads": torch.get_num_threads(),
-        "models": [{"name": c.name, "sha256": weights_checksum(c)} for c in critics_of(engine)],
+        "models": [{"name": c.name, "sha256": weights_checksum(c)} for c in engine.critic.critics],
         "init_image_tensor": engine.config.init.image_tensor is not None,
     }
 

@@ -26,11 +26,6 @@ def weights_checksum(critic) -> str:
     return _CHECKSUMS[critic]
 
 
-def critics_of(engine) -> list:
-    """The CLIP models of a run (one, or the members of an ensemble)."""
-    return list(getattr(engine.critic, "critics", None) or [engine.critic])
-
-
 def versions() -> dict:
     import open_clip
     import torch

@@ -60,12 +60,11 @@ def replay(argv: list[str]) -> int:
     import torch
     from PIL import Image
 
-    from .runner import Progress
-    from .critic import open_critic
-    from .engine import Engine
-    from .output import png_text, reserve, save_png, to_pil
     from .config.recorded import read
+    from .engine import open_run
+    from .output import png_text, reserve, save_png, to_pil
     from .provenance import weights_checksum
+    from .runner import Progress
 
     record = read(args.file)
     run = record["run"]
@@ -78,18 +77,17 @@ def replay(argv: list[str]) -> int:
         device = "cpu"
     threads.configure(args.threads or run.get("threads"))
     config = _config_of(record["config"], args.file, [f"device={device}", "verbose=0"])
-    critic = open_critic(config.model(), config.device())
-    for model, member in zip(run.get("models", []), critic.critics):
-        if model.get("sha256") != weights_checksum(member):
-            print(f"note: the weights of {model['name']} differ from the recorded ones (sha256 "
-                  f"{model.get('sha256', '?')[:12]}...): expect a different image", file=sys.stderr)
     until = int(run.get("epoch", config.epochs()))
 
     def stop_there(event):
-        if event.kind == "epoch" and event.engine.epoch >= until:
-            event.engine.stop()
+        if event.kind == "epoch" and event.epoch >= until:
+            event.stop()
 
-    engine = Engine(config, critic=critic, listeners=[Progress(0 if args.quiet else 1), stop_there])
+    engine = open_run(config, [Progress(0 if args.quiet else 1), stop_there])
+    for model, member in zip(run.get("models", []), engine.critic.critics):
+        if model.get("sha256") != weights_checksum(member):
+            print(f"note: the weights of {model['name']} differ from the recorded ones (sha256 "
+                  f"{model.get('sha256', '?')[:12]}...): expect a different image", file=sys.stderr)
     if engine.epoch < until:
         engine.run()
     replayed = np.asarray(to_pil(engine.image()))

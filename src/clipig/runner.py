@@ -45,22 +45,19 @@ class Progress:
                 print(run_line(event) + "\n" + statistics_table(event.statistics()), file=self.stream)
 
 
-def run_to_files(config, wanted: Path, state: dict | None = None, continues: Path | None = None,
-                 critic=None) -> int:
+def run_to_files(config, wanted: Path, state: dict | None = None, continues: Path | None = None) -> int:
     """Run an experiment into its files (image, sidecar, state, video) with progress output; the exit code.
-    `state` and `continues`: the state to go on from and the image it belongs to (clipig resume); `critic`: one
-    already open (--repeat)."""
-    from .critic import open_critic
-    from .engine import Engine
+    `state` and `continues`: the state to go on from and the image it belongs to (clipig resume)."""
+    from .engine import open_run
     from .output import OutputWriter
     from .state import StateWriter, restore, state_path
     from .video import VideoWriter
 
-    critic = critic or open_critic(config.model(), config.device())
     writer = OutputWriter(config, wanted, continues)
-    video = [VideoWriter(config, lambda: writer.path)] if config.video.file is not None else []
+    video = [VideoWriter(config, lambda: writer.path, in_place=continues is not None)] \
+        if config.video.file is not None else []
     states = StateWriter(lambda: writer.path and state_path(writer.path), config.autosave())
-    engine = Engine(config, critic=critic, listeners=[Progress(config.verbose()), writer, *video, states])
+    engine = open_run(config, [Progress(config.verbose()), writer, *video, states])
     if state is not None:
         restore(engine, state)
     try:

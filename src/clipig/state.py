@@ -41,19 +41,22 @@ def set_random_state(engine, state: dict) -> None:
     engine.expr_rng.setstate(state["expressions"])
 
 
-def _stats(value):
-    """A target's statistics (targets.TargetStats: counts, tensors, Recent windows) as plain data on the CPU."""
+def _plain(value):
+    """Tensors (on the CPU), dicts, lists and tuples, and objects (a target's statistics: counts, tensors,
+    `Recent` windows) as dicts of their attributes: what `torch.load(weights_only=True)` reads back."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
-    if isinstance(value, list):
-        return [_stats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
     if hasattr(value, "__dict__"):
-        return {k: _stats(v) for k, v in vars(value).items()}
+        return {k: _plain(v) for k, v in vars(value).items()}
     return value
 
 
 def _set_stats(target, data, device):
-    """Put statistics saved by `_stats` back into the same structure; returns what goes where `target` was."""
+    """Put statistics saved by `_plain` back into the same structure; returns what goes where `target` was."""
     if isinstance(target, torch.Tensor):
         return data.to(device)
     if isinstance(target, list):
@@ -75,11 +78,11 @@ def capture(engine, reason: str, random: dict | None = None, key: str | None = N
         "config": sidecar_text(engine.config, engine, reason),
         "seed": engine.seed, "epoch": engine.epoch, "epochs": engine.epochs, "runtime": engine.runtime,
         "parameterization": {"options": dict(engine.canvas.options),
-                             "tensors": {k: v.detach().cpu() for k, v in engine.canvas.state_dict().items()}},
-        "optimizer": _to_cpu(engine.optimizer.state_dict()),
+                             "tensors": _plain(engine.canvas.state_dict())},
+        "optimizer": _plain(engine.optimizer.state_dict()),
         "random": random or random_state(engine),
         "targets": [{"fair": None if t.fair is None else t.fair.cpu(), "weights": list(t.weights),
-                     "constraint_weights": list(t.constraint_weights), "stats": _stats(t.stats)}
+                     "constraint_weights": list(t.constraint_weights), "stats": _plain(t.stats)}
                     for t in engine.targets],
         "listeners": listeners,
     }
@@ -105,16 +108,6 @@ def restore(engine, state: dict) -> None:
         saved = state["listeners"].get(type(listener).__name__)
         if saved is not None and hasattr(listener, "load_state_dict"):
             listener.load_state_dict(saved)
-
-
-def _to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
 
 
 def save(path: Path, state: dict) -> None:

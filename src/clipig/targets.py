@@ -15,6 +15,8 @@ Statistics stay on the device and are only read (copied to the host) when a list
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +51,9 @@ class Recent:
 
 
 class TargetStats:
+    """A target's statistics. Updates replace the tensors (never change them in place), so that a `snapshot`
+    stays as it was taken."""
+
     def __init__(self, features: int, constraints: int, models: int, device):
         self.epochs = self.views = 0
         self.per_model = [Recent(features, device) for _ in range(models)] if models > 1 else []
@@ -57,6 +62,13 @@ class TargetStats:
         self.loss = Recent(features, device)  # feature loss on the views it was trained with
         self.similarity = Recent(features, device)  # similarity of each feature to every view
         self.constraints = Recent(max(constraints, 1), device)  # constraint loss times its weight
+
+    def snapshot(self) -> "TargetStats":
+        """The statistics as they are now, for going back to (an epoch that did not finish): no copies."""
+        kept = copy.copy(self)
+        kept.per_model = [copy.copy(r) for r in self.per_model]
+        kept.loss, kept.similarity, kept.constraints = map(copy.copy, (self.loss, self.similarity, self.constraints))
+        return kept
 
 
 class Target:
@@ -257,7 +269,7 @@ class Target:
         stats.views += n
         if losses:
             loss, mask = torch.stack(losses, 1), torch.stack(applied, 1)
-            stats.applied += mask.sum(0)
+            stats.applied = stats.applied + mask.sum(0)
             stats.constraints.add(loss, mask)
         if sim is not None:
             stats.similarity.add(sim, torch.ones_like(sim))
@@ -269,7 +281,7 @@ class Target:
             counted = torch.zeros_like(values)
             values[:, idx] = per_feature.detach().float()
             counted[:, idx] = mask
-            stats.trained += counted.sum(0)
+            stats.trained = stats.trained + counted.sum(0)
             stats.loss.add(values, counted)
 
     def statistics(self) -> dict:

@@ -112,27 +112,28 @@ def check_file(value) -> None:
 
 class VideoWriter:
     """Listener: a frame at the start, every `every` epochs and at the end. `image_of()` is the run's image
-    path (the video of `video.file: DIR/` is named after it)."""
+    path (the video of `video.file: DIR/` is named after it). A resumed run (`load_state_dict`) starts with the
+    frames of the video so far: `in_place`, it replaces that video at the end (a run that goes on in its own
+    files), else it goes into a new file (a finished run trained longer into a new image)."""
 
-    def __init__(self, config, image_of):
+    def __init__(self, config, image_of, in_place: bool = True):
         check_file(config.video.file)
         self.file, self.every, self.fps = config.video.file(), config.video.every(), config.video.fps()
-        self.image_of = image_of
-        self.path: Path | None = None  # the file being written
-        self.target: Path | None = None  # the video's name (differs from `path` while a resumed run writes)
+        self.image_of, self.in_place = image_of, in_place
+        self.previous: Path | None = None  # the video this run goes on with
+        self.target: Path | None = None  # the video's name
+        self.path: Path | None = None  # the file being written (beside `target` while it replaces `previous`)
         self.out = None
         self.size = (0, 0)
         self.frames = 0
         self.last_epoch = -1
-        self.continues = False
 
     def state_dict(self) -> dict:
         return {"path": str(self.target) if self.target else None, "frames": self.frames, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        """Go on with the video of an earlier run (clipig resume)."""
         if state.get("path") and Path(state["path"]).is_file():
-            self.path, self.last_epoch, self.continues = Path(state["path"]), state["last_epoch"], True
+            self.previous, self.last_epoch = Path(state["path"]), state["last_epoch"]
 
     def __call__(self, event) -> None:
         engine = event.engine
@@ -152,21 +153,20 @@ class VideoWriter:
         from .output import reserve
         width, height = engine.config.resolution(engine.variables(max(engine.epochs - 1, 0)))
         self.size = (width + width % 2, height + height % 2)
-        if self.path is None:
+        if self.previous is not None and self.in_place:
+            self.target = self.previous
+            self.path = self.target.with_name(f".{self.target.name}.part{self.target.suffix}")
+        else:
             wanted = Path(self.file)
             if self.file.endswith(("/", os.sep)):
                 wanted = wanted / (Path(self.image_of() or "clipig").stem + ".mp4")
-            self.path = reserve(wanted)
-        self.target = self.path
+            self.target = self.path = reserve(wanted)
         self.frames = 0
-        if self.continues:  # a new file beside it, with the frames so far; it replaces the old one at the end
-            self.path = self.path.with_name(f".{self.path.name}.part{self.path.suffix}")
         self.out = encoder(self.path, self.size, self.fps)
-        if self.continues:
-            for frame in read_frames(self.target):
-                self.out.add(frame if frame.shape[1::-1] == self.size else
-                             np.asarray(Image.fromarray(frame).resize(self.size, Image.Resampling.BICUBIC)))
-                self.frames += 1
+        for frame in read_frames(self.previous) if self.previous is not None else ():
+            self.out.add(frame if frame.shape[1::-1] == self.size else
+                         np.asarray(Image.fromarray(frame).resize(self.size, Image.Resampling.BICUBIC)))
+            self.frames += 1
 
     def _close(self) -> None:
         self.out.close()

@@ -219,12 +219,12 @@ def build_schema() -> Section:
             "How many views (of all targets together) go through CLIP at once. `0`, the default, is automatic: "
             "all of them when they fit the free memory (CUDA: free device memory; CPU: available RAM), else "
             "as many as fit, measured once per model and view size; running out of memory anyway halves the "
-            "number and retries the epoch once. Smaller passes need less memory for the same image within "
+            "number and repeats the epoch (down to one view per pass). Smaller passes need less memory for the same image within "
             "floating-point rounding (their gradients add up to the one-pass gradient); every split pass is "
             "run forward twice, so it costs about a third more time. See docs/long-runs.md.")),
         "autosave": Param("number", 300.0, check=at_least(0), doc=(
-            "Seconds between saves of the run's state (pixels, optimizer, random generators, epoch, "
-            "statistics) to `NAME.state` beside the image; `clipig resume NAME.png` continues from it. The "
+            "Seconds between saves of the run's state (the parameterization's tensors, optimizer, random "
+            "generators, epoch, statistics) to `NAME.state` beside the image; `clipig resume NAME.png` continues from it. The "
             "state is also saved when the run ends (finished, Ctrl-C or failed); `0` saves only then.")),
         "video": Section("A video of the run: the image every `every` epochs, as MP4, animated GIF or WebP.", {
             "file": Param("str", doc=(
