@@ -14,8 +14,10 @@ tests (`random:tiny`) and writes what it computed (per view and epoch losses, fe
 images) to tests/golden/; tests/test_fidelity.py compares this program against those numbers without the
 original.
 
-Each program runs in a worker process of its own (`--worker original|clipig`). The worker for the original gives it a stand-in for
-OpenAI's `clip` package (open_clip models, see `fake_clip`); nothing of the original is copied here.
+Each program runs in a worker process of its own (`--worker original|clipig`), with $FIDELITY_THREADS torch
+threads (default 2; 1 is much faster on a machine busy with other work). The worker for the original gives it
+a stand-in for OpenAI's `clip` package (open_clip models, see `fake_clip`); nothing of the original is copied
+here.
 """
 
 from __future__ import annotations
@@ -125,6 +127,21 @@ EXPERIMENTS = {
                                             optimizer="sgd"),
     "constraint-only-target": experiment(
         target(), {"constraints": [{"saturation": {"below": 0.0, "weight": 10}}], "batch_size": 3}),
+    "constraints-sim-weight": experiment(target(constraints=[
+        {"saturation": {"below": 0.01, "weight": "sim / 10"}}, {"std": {"below": 0.01, "weight": "1 + t"}}]),
+        optimizer="sgd"),
+    "entry-several-expressions": experiment(target(transforms=[
+        {"center_crop": "width*3/4"}, {"mul": "1-t/4", "add": ["0.05 * ti"]}])),  # the original splits at spaces
+    "learnrate-expressions": experiment(learnrate="0.5 + width / 128", learnrate_scale="ti2"),
+    "time-step-weight": experiment(target(features=[
+        {"text": "a curly spoon", "weight": "ts(0.5, 0)"}, {"text": "a red apple", "weight": "ts(0.2, 0.6)"}],
+        transforms=[{"add": ["ts(0.2, 0.6) * 0.1"]}])),
+    "walkthrough-mul-fifth": experiment(target(
+        transforms=[{"repeat": 3}, {"center_crop": 100}, {"mul": "1./5."}],
+        constraints=[{"blur": {"kernel_size": 11}}, {"saturation": {"below": .01, "weight": 10.}}]),
+        postproc=[{"border": {"size": 1, "color": "0.15 0.1 0.05"}}], epochs=8),
+    "postproc-border-clamp": experiment(postproc=[{"border": {"size": 2, "color": "0.1 0.2 0.3"}, "start": 2},
+                                                  {"clamp": "0.05 0.95"}, {"mean": 0.45, "end": "50%"}]),
 }
 
 # Deliberate departures (docs/differences.md): the experiment shows the difference, it is not a failure.
@@ -274,7 +291,7 @@ def run_clipig(config: Path, out: Path, model: str) -> dict:
     engine = Engine(data, critic=load_critic(model, "cpu"))
     start = engine.image()
     losses = []
-    engine.listeners.append(lambda e: losses.append(float(e.data["loss"])) if e.kind == "epoch" else None)
+    engine.listeners.append(lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None)
     engine.run()
     save_png(engine.image(), out)
     stats = [{"views": t.get("views"), "counts": [f["count"] for f in t["features"]]}

@@ -1,8 +1,9 @@
 """The original CLIPig's command lines, scripts and configuration forms (github defgsus/clipig).
 
-Where /work/original holds the original's source, its example, walk-through and DALL-E rendering script
-are rendered as its README and scripts call clipig.py, with `--model random:tiny -e 2` added the way the
-script adds `extra_args` (random weights and two epochs keep the test fast and offline).
+Its example, walk-through experiments and DALL-E rendering script (verbatim copies in tests/original/) are
+rendered as its README, docs and scripts call clipig.py, with `--model random:tiny -e 2` added the way the
+script adds `extra_args` (random weights and two epochs keep the test fast and offline). Where
+/work/original holds the original's source, the copies are checked against it.
 """
 
 import ast
@@ -108,9 +109,11 @@ def run_piped(text: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
 
 
 def test_the_scripts_command_line_through_a_pipe(tmp_path):
-    # scripts/helper.py's call: clipig.py - --output NAME --snapshot-interval S --device D [--repeat N]
-    result = run_piped(SMALL, ["--output", "init/x/x-0.png", "--snapshot-interval", "0.0", "--device", "auto",
-                               "--repeat", "2", *TINY], tmp_path)
+    # scripts/helper.py's call: clipig.py - --output NAME --snapshot-interval S --device D [--repeat N], with
+    # the DALL-E script's first template
+    config = DALL_E["init"].replace("{{text}}", "a snail made of harp. a snail with the texture of a harp.")
+    result = run_piped(config, ["--output", "init/x/x-0.png", "--snapshot-interval", "0.0", "--device", "auto",
+                                "--repeat", "2", *TINY], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     folder = tmp_path / "init" / "x"
@@ -120,7 +123,7 @@ def test_the_scripts_command_line_through_a_pipe(tmp_path):
     assert [s["snapshot_interval"] for s in sidecars] == [0.0, 0.0] and sidecars[0]["epochs"] == 2
     assert sidecars[0]["seed"] != sidecars[1]["seed"]
     a, b = (np.asarray(Image.open(folder / f"x-{i}.png")) for i in (0, 1))
-    assert a.shape == (16, 16, 3) and (a != b).any()
+    assert a.shape == (224, 224, 3) and (a != b).any()
 
 
 def test_repeat_with_a_seed_renders_the_following_seeds(tmp_path, tiny):
@@ -296,51 +299,45 @@ def test_random_expressions_draw_from_the_runs_seeded_generator(tiny):
 
 # ---------------------------------------------------------------- the original's own files
 
-needs_original = pytest.mark.skipif(not (ORIGINAL / "clipig.py").is_file(), reason="no original at /work/original")
+COPIES = Path(__file__).resolve().parent / "original"  # verbatim copies (MIT), see tests/original/README.md
+DALL_E = {name: (COPIES / f"dall-e-{name}.yaml.template").read_text()
+          for name in ("init", "detail", "reso-one-pass", "reso-init", "reso-detail")}
+WALKTHROUGH = sorted(p.name for p in COPIES.glob("walkthrough-*.yaml"))
+BROKEN_INDENTATION = ["walkthrough-05.yaml", "walkthrough-06.yaml"]  # `transforms:` outside the target, there too
 
 
-@needs_original
-def test_the_originals_example_renders_as_its_readme_calls_it(tmp_path, tiny, capsys):
+def test_the_originals_example_renders_as_its_readme_calls_it(tmp_path, tiny, monkeypatch, capsys):
     # README: python clipig.py examples/strawberries.yaml -o ./images/
-    assert main([str(ORIGINAL / "examples" / "strawberries.yaml"), "-o", f"{tmp_path}/images/", *TINY, "-q"]) == 0
-    assert Image.open(tmp_path / "images" / "strawberries.png").size == (512, 512)
-
-
-def walkthrough_blocks():
-    if not (ORIGINAL / "docs" / "walkthrough.md").is_file():
-        return []
-    return re.findall(r"```yaml\n(.*?)```", (ORIGINAL / "docs" / "walkthrough.md").read_text(), re.S)
-
-
-@needs_original
-@pytest.mark.parametrize("index", range(len(walkthrough_blocks())))
-def test_the_originals_walkthrough_renders(index, tmp_path, tiny, monkeypatch, capsys):
-    block = walkthrough_blocks()[index]
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "docs").symlink_to(ORIGINAL / "docs")  # the later steps start from docs/static/img/hpl4-c.png
-    (tmp_path / "demo.yaml").write_text(block)
-    rc = main(["demo.yaml", "-o", "images/", *TINY, "-q"])  # python clipig.py demo.yaml -o images/
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "strawberries.yaml").write_text((COPIES / "strawberries.yaml").read_text())
+    assert main(["examples/strawberries.yaml", "-o", "./images/", *TINY]) == 0, capsys.readouterr().err
+    assert Image.open(tmp_path / "images" / "strawberries.png").size == (512, 512)
+    sidecar = yaml.safe_load((tmp_path / "images" / "strawberries.yaml").read_text())
+    assert sidecar["learnrate_scale"] == "1. - .95 * t5" and sidecar["targets"][0]["batch_size"] == 5
+
+
+@pytest.mark.parametrize("name", WALKTHROUGH)
+def test_the_originals_walkthrough_renders_as_its_docs_call_it(name, tmp_path, tiny, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo.yaml").write_text((COPIES / name).read_text())
+    start = tmp_path / "docs" / "static" / "img" / "hpl4-c.png"  # the last step starts from the step before's
+    start.parent.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8)).save(start)
+    rc = main(["demo.yaml", "-o", "images/", *TINY])  # docs/cli.md: python clipig.py demo.yaml -o images/
     err = capsys.readouterr().err
-    try:
-        experiment = "targets" in yaml.safe_load(block)
-    except (yaml.YAMLError, TypeError):
-        experiment = False
-    if experiment:
-        assert rc == 0, err
-        assert (tmp_path / "images" / "demo.png").is_file()
-    else:  # a fragment (`- center_crop: width/2`, `a_list: ...`, broken indentation): renders or a message
-        assert rc in (0, 2) and "Traceback" not in err and (rc == 0 or err.startswith("error: demo.yaml:")), err
-
-
-def dall_e_scripts() -> dict:
-    """The five YAML templates of scripts/render-dall-e-samples.py, read from its source (not imported)."""
-    tree = ast.parse((ORIGINAL / "scripts" / "render-dall-e-samples.py").read_text())
-    return {node.targets[0].id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
-            and isinstance(node.targets[0], ast.Name) and node.targets[0].id.endswith("_SCRIPT")}
+    assert "Traceback" not in err
+    if name in BROKEN_INDENTATION:
+        assert rc == 2 and err.startswith("error: demo.yaml:4: invalid YAML"), err
+        return
+    assert rc == 0, err
+    data = yaml.safe_load((COPIES / name).read_text())
+    width, height = Image.open(tmp_path / "images" / "demo.png").size
+    assert width == height == {"224*2": 448, "224*3": 672}.get(data.get("resolution"), 224)
 
 
 def render_like_the_script(template: str, output: Path, context: dict, snapshot_interval=0.0, extra=()) -> int:
-    """scripts/helper.py's render(): fill {{key}}, pipe to `clipig - --output ... --snapshot-interval S
+    """scripts/helper.py's render(): fill {{key}}, pipe to `clipig - --output NAME --snapshot-interval S
     --device auto` (+ extra args); here in this process with sys.stdin replaced."""
     for key, value in context.items():
         template = template.replace("{{%s}}" % key, value)
@@ -353,15 +350,11 @@ def render_like_the_script(template: str, output: Path, context: dict, snapshot_
         sys.stdin = stdin
 
 
-@needs_original
 def test_the_dall_e_scripts_render_as_the_script_calls_them(tmp_path, tiny):
-    scripts = dall_e_scripts()
-    assert sorted(scripts) == ["DETAIL_SCRIPT", "INIT_SCRIPT", "RESO_DETAIL_SCRIPT", "RESO_INIT_SCRIPT",
-                               "RESO_ONE_PASS_SCRIPT"]
     text, name = "a snail made of harp. a snail with the texture of a harp.", "a-snail-of-harp"
-    for init, detail in (("INIT_SCRIPT", "DETAIL_SCRIPT"), ("RESO_INIT_SCRIPT", "RESO_DETAIL_SCRIPT")):
+    for init, detail in (("init", "detail"), ("reso-init", "reso-detail")):
         folder = tmp_path / init / name
-        assert render_like_the_script(scripts[init], folder / f"{name}-0.png", {"text": text},
+        assert render_like_the_script(DALL_E[init], folder / f"{name}-0.png", {"text": text},
                                       extra=["--repeat", "3"]) == 0
         inits = sorted(str(p) for p in folder.glob("*.png"))
         assert [Path(p).name for p in inits] == [f"{name}-{i}.png" for i in range(3)]
@@ -370,9 +363,27 @@ def test_the_dall_e_scripts_render_as_the_script_calls_them(tmp_path, tiny):
         best = images[int(critic_values[:, 0].argmax())]
         number = best[:-4].split("-")[-1]
         out = tmp_path / detail / name / f"{name}-from-{number}.png"
-        assert render_like_the_script(scripts[detail], out, {"text": text, "image": best}, 60.0) == 0
+        assert render_like_the_script(DALL_E[detail], out, {"text": text, "image": best}, 60.0) == 0
         sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
         assert sidecar["init"]["image"] == best and sidecar["snapshot_interval"] == 60.0
+        assert sidecar["epochs"] == 2 and sidecar["optimizer"] == "rmsprob"
     out = tmp_path / "own-onepass" / f"{name}.png"
-    assert render_like_the_script(scripts["RESO_ONE_PASS_SCRIPT"], out, {"text": text.split(".")[0] + "."}) == 0
-    assert out.is_file()
+    assert render_like_the_script(DALL_E["reso-one-pass"], out, {"text": text.split(".")[0] + "."}) == 0
+    assert Image.open(out).size == (224, 224)  # the resolution expression at t = 1 (the last of 2 epochs)
+
+
+needs_original = pytest.mark.skipif(not (ORIGINAL / "clipig.py").is_file(), reason="no original at /work/original")
+
+
+@needs_original
+def test_the_copies_are_the_originals_text():
+    assert (COPIES / "strawberries.yaml").read_text() == (ORIGINAL / "examples" / "strawberries.yaml").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", (ORIGINAL / "docs" / "walkthrough.md").read_text(), re.S)
+    experiments = [i for i, block in enumerate(blocks) if "targets:" in block and "features:" in block]
+    assert WALKTHROUGH == [f"walkthrough-{i:02d}.yaml" for i in experiments]
+    for i in experiments:
+        assert (COPIES / f"walkthrough-{i:02d}.yaml").read_text() == blocks[i]
+    tree = ast.parse((ORIGINAL / "scripts" / "render-dall-e-samples.py").read_text())
+    scripts = {node.targets[0].id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+               and isinstance(node.targets[0], ast.Name) and node.targets[0].id.endswith("_SCRIPT")}
+    assert {f"{k.replace('-', '_').upper()}_SCRIPT": v for k, v in DALL_E.items()} == scripts

@@ -178,7 +178,9 @@ def build_schema() -> Section:
             "Interval for saving the current image to the output file while training: a float is seconds, an "
             "int is epochs, 0 disables snapshots.")),
         "epochs": Param("int", 300, check=at_least(1), doc=(
-            "The number of training steps (each with every target's batch).")),
+            "The number of training steps (each with every target's batch), numbered 0 to `epochs - 1`; the "
+            "time `t` of an epoch is epoch / (epochs - 1): 0.0 at the first, exactly 1.0 at the last (with one "
+            "epoch, 0.0).")),
         "start_epoch": Param("int", 0, check=at_least(0), doc=(
             "Epochs to skip at the start; used to continue a run (e.g. by the GUI after config changes).")),
         "seed": Param("int", doc=(
