@@ -3,9 +3,9 @@
 Contrastive (CLIP's symmetric cross-entropy; captions that are equal within a batch count as matches of
 each other), AdamW with warm-up and cosine decay, on views augmented like CLIPig's (shift with wrap-around,
 rotation and scaling with black corners, noise, blur). Half of every batch are one-word twins of the other
-half. Two training-only read-outs speed up what a tiny transformer learns slowest, telling shapes apart
-whatever their colours: linear probes of the caption's attributes on both towers' features, and a per-patch
-prediction of where things are. Batch `i` is drawn from the seed and `i` alone, so a run is reproducible.
+half. Training-only read-outs help both towers learn early what matters: linear probes of the caption's
+attributes on both towers' features, and (for the ViT, `--size resnet=0`) a per-patch prediction of where
+things are. `--init` goes on from a checkpoint. Batch `i` is drawn from the seed and `i` alone, so a run is reproducible.
 At the end the float16 checkpoint is written, loaded back as the critic loads it, and its zero-shot
 accuracy printed per attribute and stored in the provenance (PATH.json).
 """
