@@ -1,17 +1,18 @@
 """`clipig bench --quality`: do the pictures show their prompts? A referee that did not make them judges.
 
-Every prompt of PROMPTS (captions of the mini world) is rendered with the critic (`mini`) under each
-reference configuration of benchmarks/quality/; the final image, as its PNG would hold it, is scored by the
-referee (`mini-referee`, a model trained on its own seed) against every caption of the prompt's form
-(`world.space`: 280 captions for `a red circle on a blue background`). Per configuration:
+Every prompt of PROMPTS (captions of the mini world) is rendered with the critic (`mini`) under each row of
+ROWS (a reference configuration of benchmarks/quality/, with a parameterization or an ensemble over it); the
+final image, as its PNG would hold it, is scored by the referee (`mini-referee`, a model trained on its own
+seed) against every caption of the prompt's form (`world.space`: 280 captions for `a red circle on a blue
+background`). Per row:
 
-- top-1: the prompt ranks first among all captions of its form; mean rank (1 is best);
+- top-1: the prompt ranks first among all captions of its form (ties count against it); mean rank;
 - per attribute: the prompt beats every caption that differs from it in that attribute only;
 - the critic's similarity to the prompt beside the referee's, and the referee's similarity for real scenes
-  of the prompt (drawn by the world): a critic far above its usual level while the referee stays low
-  means the picture fools the critic more than it shows the prompt.
+  of the prompt (drawn by the world): a critic far above the referee means the picture fools the critic
+  more than it shows the prompt.
 
-    clipig bench --quality [--quick] [--model mini] [--referee mini-referee] [--epochs N] [NAME ...]
+    clipig bench --quality [--quick] [--model mini] [--referee mini-referee] [--epochs N] [ROW ... | all]
 """
 
 from __future__ import annotations
