@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny random CLIP and a helper to run small experiments."""
+"""Shared fixtures: the tiny random CLIP, the shipped mini critics and a helper to run small experiments."""
 
 import clipig  # noqa: F401  (first: it makes OpenMP's idle threads sleep, which must be set before torch loads)
 import pytest
@@ -21,6 +21,18 @@ def _user_cache(tmp_path_factory, monkeypatch):
 def tiny():
     """The tiny random CLIP, the same object the engines of the test use (the critic cache holds it)."""
     return load_critic("random:tiny", "cpu")
+
+
+@pytest.fixture
+def mini():
+    """`mini`, the shipped critic trained on the mini world (loaded once: the critic cache holds it)."""
+    return load_critic("mini", "cpu")
+
+
+@pytest.fixture
+def referee():
+    """`mini-referee`, the shipped model that judges and never optimises."""
+    return load_critic("mini-referee", "cpu")
 
 
 def make_engine(text: str, *overrides: str, listeners=()):

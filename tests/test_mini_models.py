@@ -13,16 +13,6 @@ from clipig.critic import ModelError, known_models, load_critic
 from clipig.mini import evaluate, model, world
 
 
-@pytest.fixture(scope="module")
-def mini():
-    return load_critic("mini", "cpu")
-
-
-@pytest.fixture(scope="module")
-def referee():
-    return load_critic("mini-referee", "cpu")
-
-
 @pytest.mark.parametrize("name", ["mini", "mini-referee"])
 def test_checkpoints_are_small_checksummed_and_documented(name):
     path = model.CHECKPOINTS[name]

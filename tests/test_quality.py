@@ -5,13 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from clipig.critic import load_critic, open_critic
+from clipig.critic import open_critic
 from clipig.mini import evaluate, quality, world
-
-
-@pytest.fixture(scope="module")
-def referee():
-    return load_critic("mini-referee", "cpu")
 
 
 def scene(text: str, seed: int):
