@@ -56,6 +56,21 @@ def test_listed_and_loaded_like_any_open_clip_model(mini, capsys):
     assert mini.model.token_embedding.num_embeddings == 49408  # the standard tokenizer's vocabulary
 
 
+def test_a_mini_checkpoint_of_ones_own_loads_by_its_path(mini, tmp_path):
+    """What `python -m clipig.mini.train -o my.pt` writes is a model like any checkpoint file (by path, with
+    no sha256 beside it); a file that is not one still gets the usual message."""
+    checkpoint = torch.load(model.CHECKPOINTS["mini"], map_location="cpu", weights_only=True)
+    torch.save(checkpoint, tmp_path / "my.pt")
+    own = load_critic(str(tmp_path / "my.pt"), "cpu")
+    texts = ["a red circle on a blue background", "a green star"]
+    assert torch.allclose(own.encode_text(texts), mini.encode_text(texts), atol=1e-6)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(own.encode_image(images), mini.encode_image(images), atol=1e-5)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="architecture"):
+        load_critic(str(tmp_path / "other.pt"), "cpu")
+
+
 def test_words_outside_the_world_share_one_embedding(mini):
     """Unknown tokens all read the same row, so `dog` and `cat` (one BPE token each) are the same text."""
     dog, cat, red = mini.encode_text(["a dog on a blue background", "a cat on a blue background",

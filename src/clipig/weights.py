@@ -204,6 +204,10 @@ def build_from_file(source: str, arch: str | None):
     path = pathlib.Path(source).expanduser()
     if not path.is_file():
         raise ModelError(f"Checkpoint file not found: {path}")
+    from .mini import model as mini
+    checkpoint = mini.read(path) if arch is None else None
+    if checkpoint is not None:  # a mini CLIP of one's own (python -m clipig.mini.train -o PATH)
+        return mini.expand(checkpoint), mini.TOKENIZER
     openai_files = {OPENAI_NAMES[n].replace("-336", "-336px") for n in OPENAI_NAMES}
     if _is_torchscript(path) or arch in OPENAI_NAMES or (arch is None and path.stem in openai_files):
         return _load_openai(path), "ViT-B-32"

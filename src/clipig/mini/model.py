@@ -92,6 +92,15 @@ def expand(checkpoint: dict) -> torch.nn.Module:
     return model
 
 
+def read(path) -> dict | None:
+    """The checkpoint in a file that `python -m clipig.mini.train` wrote, or None for any other file."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip of plain tensors: some other kind of checkpoint
+        return None
+    return data if isinstance(data, dict) and {"size", "vocab", "state_dict"} <= set(data) else None
+
+
 class ChecksumError(Exception):
     pass
 

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 
 from . import evaluate, model as mini, world
 
+FOOL_STEP = 0.02  # each step of the optimiser-made pictures moves their pixels by this much (RMS)
+FOOL_POOL, FOOL_RESTART = 4, 0.01  # pool size (times the pictures per step); share started again per use
 SHAPE_TWINS = 0.5  # share of the one-word twins that differ in the shape
 PROBES = {"shape": world.SHAPES, "colour": tuple(world.COLOURS), "background": tuple(world.COLOURS),
           "size": tuple(world.SIZES), "place": tuple(world.PLACES), "count": (1, 2, 3),
@@ -116,13 +118,87 @@ class Probes(torch.nn.Module):
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, captions: list[str]):
-    """Symmetric cross-entropy of the scaled cosine similarities; equal captions share the target mass."""
+    """Symmetric cross-entropy of the scaled cosine similarities; equal captions share the target mass.
+    Images beyond the captions (optimiser-made pictures, `Fooled`) match no caption: they compete with the
+    drawn scenes for every caption, so a picture that fools the model costs it."""
+    n = len(captions)
     logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     index = torch.tensor([ids[c] for c in captions])
     same = (index[:, None] == index[None, :]).float()
     target = same / same.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    extra = torch.zeros(n, len(image) - n)
+    return (F.cross_entropy(logits[:n], target) + F.cross_entropy(logits.T, torch.cat([target, extra], 1))) / 2
+
+
+class Fooled:
+    """A pool of pictures that an optimiser makes against the model being trained, as CLIPig renders: from
+    noise, pixels moved step by step to raise their similarity to a caption of the world through noisy views.
+    Every training step takes some of them on a few steps against the current model (so each picture is
+    optimised for hundreds of steps over the training, like a render) and shows them beside the drawn
+    scenes as pictures of no caption; a few start again from noise each time."""
+
+    def __init__(self, size: int, image_size: int, seed: int):
+        self.rng, self.g = np.random.default_rng([seed, 11]), torch.Generator().manual_seed(seed + 11)
+        self.captions = [world.sample_caption(self.rng) for _ in range(size)]
+        self.images = self._noise(size, image_size)
+
+    def _noise(self, n: int, size: int) -> torch.Tensor:
+        return (0.5 + 0.1 * torch.randn(n, 3, size, size, generator=self.g)).clamp(0, 1)
+
+    def step(self, model, count: int, steps: int, encode_text) -> tuple[torch.Tensor, list]:
+        """`count` pictures of the pool, each moved `steps` steps further; (pictures, their captions)."""
+        index = torch.randperm(len(self.captions), generator=self.g)[:count]
+        for i in index[torch.rand(count, generator=self.g) < FOOL_RESTART].tolist():  # start again from noise
+            self.captions[i] = world.sample_caption(self.rng)
+            self.images[i] = self._noise(1, self.images.shape[-1])[0]
+        captions = [self.captions[i] for i in index.tolist()]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            text = F.normalize(encode_text([c.text() for c in captions]), dim=-1)
+        images = self.images[index]
+        for _ in range(steps):
+            images.requires_grad_(True)
+            views = images + 0.1 * torch.rand(count, 1, 1, 1, generator=self.g) * torch.randn(images.shape, generator=self.g)
+            feature = model.visual((views - _mean()) / _std())
+            feature = feature[0] if isinstance(feature, tuple) else feature
+            grad, = torch.autograd.grad((F.normalize(feature, dim=-1) * text).sum(), images)
+            rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
+            images = (images.detach() + FOOL_STEP * grad / rms).clamp(0, 1)
+        model.train(was_training)
+        self.images[index] = images
+        return images, captions
+
+
+def adversarial(model, images: torch.Tensor, text: torch.Tensor, texts: list[str], radius: float, steps: int,
+                g: torch.Generator) -> torch.Tensor:
+    """The views moved, each within an L2 ball (pixels in [0, 1]) of a radius drawn from 0..`radius`, to
+    where the contrastive loss of the current image tower against the (fixed) text features is largest:
+    projected gradient ascent from a random start. Training on them makes the image tower robust to small
+    changes, so that its gradients point to what the world draws instead of to patterns that fool it; the
+    radii from 0 up keep it accurate on the drawn scenes too."""
+    radii = radius * torch.rand(len(images), 1, 1, 1, generator=g)
+
+    def project(delta):
+        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return delta * (radii / norm).clamp(max=1.0)
+
+    def unit(x):
+        return x / x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+    was_training = model.training
+    model.eval()  # the search reads the batch-norm statistics, it does not update them
+    text, scale = text.detach(), model.logit_scale.exp().detach()
+    delta = unit(torch.randn(images.shape, generator=g)) * radii * torch.rand(len(images), 1, 1, 1, generator=g)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        image = model.visual((images + delta - _mean()) / _std())
+        image = image[0] if isinstance(image, tuple) else image
+        grad, = torch.autograd.grad(contrastive_loss(image, text, scale, texts), delta)
+        delta = project(delta.detach() + 2.5 / steps * radii * unit(grad))
+    model.train(was_training)
+    return images + delta
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -160,20 +236,37 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    start, cpu_start, running = time.monotonic(), cpu_seconds(), []
+    fooled = Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed) if args.fooled else None
+    start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
     for step in range(args.steps):
         images, masks, captions, placed = batch(args.seed, step, args.batch, size["image_size"])
         if args.augment:
             images, masks = augment(images, masks, placed, g)
+        made = torch.zeros(0, *images.shape[1:])
+        if fooled:  # optimiser-made pictures, and drawn scenes of their captions beside them
+            made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encoders(model, compact, tokenize)[1])
+            rng = np.random.default_rng([args.seed, step, 1])
+            drawn = torch.stack([evaluate.to_tensor(world.render(world.scene_for(c, rng), size["image_size"]))
+                                 for c in made_captions])
+            images, captions = torch.cat([images, drawn]), [*captions, *made_captions]
         texts = [c.text() for c in captions]
         tokens = compact(tokenize(texts))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, warmup)
-        image, text = model.visual((images - _mean()) / _std()), model.encode_text(tokens)
-        image, patches = image if args.coverage else (image, None)
-        loss = contrastive_loss(image, text, model.logit_scale.exp(), texts)
+        text = model.encode_text(tokens)
+        if args.adversarial:
+            images = adversarial(model, images, text, texts, args.adversarial, args.adversarial_steps, g)
+        features = model.visual((torch.cat([images, made]) - _mean()) / _std())
+        features, patches = features if args.coverage else (features, None)
+        loss = contrastive_loss(features, text, model.logit_scale.exp(), texts)
+        image = features[:len(captions)]
+        if fooled:  # made pictures' similarity to their captions minus drawn scenes' (printed)
+            with torch.no_grad():
+                sims = 100 * (F.normalize(features[-2 * len(made):], dim=-1)
+                              * F.normalize(text[-len(made):], dim=-1).repeat(2, 1)).sum(-1)
+                gaps.append(float(sims[len(made):].mean() - sims[:len(made)].mean()))
         if args.coverage:
-            loss = loss + args.coverage * coverage_loss(cover, patches, masks, size["patch_size"])
+            loss = loss + args.coverage * coverage_loss(cover, patches[:len(masks)], masks, size["patch_size"])
         if args.probes:
             targets = torch.tensor([labels(c) for c in captions])
             loss = loss + args.probes * (probes(image, targets) + probes(text, targets)) / 2
@@ -185,8 +278,9 @@ def train(args) -> dict:
         running.append(float(loss.detach()))
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             print(f"step {step + 1}/{args.steps}  loss {np.mean(running):.3f}  scale "
-                  f"{model.logit_scale.exp().item():.1f}  {time.monotonic() - start:.0f} s", flush=True)
-            running = []
+                  f"{model.logit_scale.exp().item():.1f}" + (f"  made-drawn {np.mean(gaps):+.1f}" if gaps else "")
+                  + f"  {time.monotonic() - start:.0f} s", flush=True)
+            running, gaps = [], []
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             model.eval()
             model.visual.output_tokens = False
@@ -203,6 +297,8 @@ def train(args) -> dict:
     print("zero-shot top-1 on fresh scenes: "
           + ", ".join(f"{k} {v * 100:.1f}%" for k, v in accuracy.items()))
     info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
+            "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
+            "fooled": args.fooled, "fool_steps": args.fool_steps,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -284,6 +380,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--coverage", type=float, default=1.0, help=(
         "weight of the auxiliary per-patch coverage read-out (default 1; 0: none)"))
     p.add_argument("--no-augment", dest="augment", action="store_false", help="train on the drawn scenes as they are")
+    p.add_argument("--adversarial", type=float, default=0.0, metavar="RADIUS", help=(
+        "train on views moved within this L2 radius (pixels in [0, 1]) to fool the model (default 0: off); "
+        "makes renders show their prompts instead of fooling the critic"))
+    p.add_argument("--adversarial-steps", type=int, default=2, help="gradient steps of that search (default 2)")
+    p.add_argument("--fooled", type=int, default=0, metavar="N", help=(
+        "show N optimiser-made pictures per step as pictures of no caption (default 0: none)"))
+    p.add_argument("--fool-steps", type=int, default=4, help="optimiser steps of those pictures per training step")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--eval-scenes", type=int, default=300, help="fresh scenes per attribute for the accuracy")
     p.add_argument("--log-every", type=int, default=50)

@@ -1,0 +1,85 @@
+"""Training a mini CLIP (`python -m clipig.mini.train`): reproducible, loadable, and the two ways it is made
+hard to fool (views moved within a radius to fool it; pictures an optimiser makes against it)."""
+
+import torch
+import torch.nn.functional as F
+
+from clipig.critic import load_critic
+from clipig.mini import model as mini, train, world
+
+
+def trained_at_init():
+    """The shipped `mini` as the training holds it (compact vocabulary), with its encoders."""
+    checkpoint = torch.load(mini.CHECKPOINTS["mini"], map_location="cpu", weights_only=True)
+    net = mini.build(checkpoint["size"], len(checkpoint["vocab"]))
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                         for k, v in checkpoint["state_dict"].items()}, strict=False)
+    return net.eval(), train.encoders(net, mini.Compact(checkpoint["vocab"]), mini.tokenizer())
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
+    argv = ["--seed", "5", "--steps", "2", "--batch", "8", "--threads", "1", "--eval-scenes", "4",
+            "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--log-every", "1"]
+    for name in ("a.pt", "b.pt"):
+        assert train.main([*argv, "-o", str(tmp_path / name)]) == 0
+    assert train.main([*argv[:1], "6", *argv[2:], "-o", str(tmp_path / "c.pt")]) == 0
+    a, b, c = (weights(tmp_path / n) for n in ("a.pt", "b.pt", "c.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    critic = load_critic(str(tmp_path / "a.pt"), "cpu")
+    assert critic.input_size == 64 and critic.encode_text(["a red circle"]).shape == (1, 64)
+
+
+def test_views_moved_to_fool_the_model_stay_within_their_radius_and_do_fool_it():
+    net, (encode_image, encode_text) = trained_at_init()
+    rng = __import__("numpy").random.default_rng(0)
+    captions = [world.sample_caption(rng) for _ in range(8)]
+    texts = [c.text() for c in captions]
+    images = torch.stack([torch.from_numpy(world.render(world.scene_for(c, rng), 64).copy()).permute(2, 0, 1)
+                          for c in captions]).float() / 255
+    with torch.no_grad():
+        text = encode_text(texts)
+        scale = net.logit_scale.exp()
+        before = train.contrastive_loss(encode_image(images), text, scale, texts)
+    moved = train.adversarial(net, images, text, texts, 1.5, 3, torch.Generator().manual_seed(0))
+    assert ((moved - images).flatten(1).norm(dim=1) <= 1.5 + 1e-4).all()
+    with torch.no_grad():
+        after = train.contrastive_loss(encode_image(moved), text, scale, texts)
+    assert after > 3 * before, (before, after)  # descending instead would lower it
+
+
+def test_the_optimiser_made_pictures_come_closer_to_their_captions():
+    net, (encode_image, encode_text) = trained_at_init()
+    pool = train.Fooled(6, 64, seed=0)
+    start = pool.images.clone()
+
+    def similarity(images, captions):
+        with torch.no_grad():
+            return (F.normalize(encode_image(images), dim=-1)
+                    * F.normalize(encode_text([c.text() for c in captions]), dim=-1)).sum(-1)
+
+    torch.manual_seed(0)
+    made, captions = pool.step(net, 6, 5, encode_text)
+    order = [pool.captions.index(c) for c in captions]  # which pictures of the pool were taken
+    gain = similarity(made, captions) - similarity(start[order], captions)
+    assert (gain > 0).sum() >= 5 and gain.mean() > 0.1, gain  # noisy views: one may fall back
+    assert torch.equal(pool.images[order], made) and made.min() >= 0 and made.max() <= 1
+
+
+def test_a_made_picture_that_matches_a_caption_costs_the_model():
+    """Extra images match no caption: the more one looks like a caption to the model, the higher the loss;
+    without extra images the loss is CLIP's."""
+    torch.manual_seed(0)
+    image, text, scale = torch.randn(4, 8), torch.randn(4, 8), torch.tensor(10.0)
+    texts = ["a", "b", "c", "d"]
+    plain = train.contrastive_loss(image, text, scale, texts)
+    labels = torch.arange(4)
+    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    assert torch.isclose(plain, (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2)
+    unlike = train.contrastive_loss(torch.cat([image, -text[:1]]), text, scale, texts)
+    like = train.contrastive_loss(torch.cat([image, text[:1]]), text, scale, texts)
+    assert plain < unlike < like
