@@ -288,6 +288,7 @@ def test_a_fourier_decorrelated_run_trains_continues_and_resets(server, page):
     from playwright.sync_api import expect
     config = CONFIG + "parameterization: {type: fft, decorrelate: true}\n"
     page.goto(server.url)
+    page.wait_for_function("app.loaded")  # the server's draft arrives once: text filled before it is lost
     editor = page.locator("#editor")
     editor.fill(config)
     expect(page.locator("#problems")).to_have_class("ok")
@@ -334,6 +335,7 @@ def test_a_fourier_decorrelated_run_trains_continues_and_resets(server, page):
 def test_an_ensemble_trains_and_shows_each_models_similarity(server, page):
     from playwright.sync_api import expect
     page.goto(server.url)
+    page.wait_for_function("app.loaded")  # the server's draft arrives once: text filled before it is lost
     editor = page.locator("#editor")
     editor.fill(CONFIG.replace("model: random:tiny", "model: [random:tiny, {name: random:tiny:1, weight: 2}]")
                 + "parameterization: {type: fft, decorrelate: true}\n")

@@ -4,7 +4,6 @@ its world has (random:tiny, whose features mean nothing, fails each of them)."""
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -37,8 +36,6 @@ def rating(referee, image: torch.Tensor, texts: list[str]) -> list[float]:
     return referee.similarity(referee.encode_image(image[None]), referee.encode_text(texts))[0].tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 is open: mini's renders fool mini but not the referee yet "
-                   "(docs/mini.md, 'What the models cannot do yet'); strict, so a fix shows up as XPASS")
 def test_a_render_shows_its_colours_the_right_way_round(referee):
     engine = make_engine(config(f"text: {RED_CIRCLE}"), "model=mini")
     engine.run()
@@ -75,17 +72,15 @@ def test_a_negative_weight_pushes_the_picture_away_from_that_feature(referee):
     assert after[0] > after[1]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 is open: mini's renders fool mini but not the referee yet "
-                   "(docs/mini.md, 'What the models cannot do yet'); strict, so a fix shows up as XPASS")
 def test_the_first_image_shows_its_prompt(referee, tmp_path):
-    """examples/first-image.yaml (what `make run` renders) as it is: the referee ranks its prompt first among
-    every caption of the world that differs from it in one word."""
+    """examples/first-image.yaml (what `make run` renders) as it is, with its seed: the referee ranks its
+    prompt first among every caption of the world that differs from it in one word."""
     from clipig.cli import main
     from clipig.config.loader import load
     assert main([str(EXAMPLES / "first-image.yaml"), "-o", str(tmp_path / "first.png"), "-q"]) == 0
     prompt = load([EXAMPLES / "first-image.yaml"]).targets[0].features[0].text()
     caption = world.parse(prompt)
     rivals = [c.text() for c in world.neighbours(caption)]
-    image = torch.from_numpy(np.asarray(Image.open(tmp_path / "first.png"))).permute(2, 0, 1).float() / 255
+    image = torch.from_numpy(np.array(Image.open(tmp_path / "first.png"))).permute(2, 0, 1).float() / 255
     own, *others = rating(referee, image, [prompt, *rivals])
     assert own > max(others), sorted(zip(others, rivals))[-3:]

@@ -5,7 +5,9 @@ each other), AdamW with warm-up and cosine decay, on views augmented like CLIPig
 rotation and scaling with black corners, noise, blur). Half of every batch are one-word twins of the other
 half. Training-only read-outs help both towers learn early what matters: linear probes of the caption's
 attributes on both towers' features, and (for the ViT, `--size resnet=0`) a per-patch prediction of where
-things are. `--init` goes on from a checkpoint. Batch `i` is drawn from the seed and `i` alone, so a run is reproducible.
+things are. `--init` goes on from a checkpoint. `--adversarial` and `--fooled` make a model hard to fool
+(docs/mini.md): views moved within a small radius to fool it, and pictures an optimiser made against it
+shown as pictures of no caption. Batch `i` is drawn from the seed and `i` alone, so a run is reproducible.
 At the end the float16 checkpoint is written, loaded back as the critic loads it, and its zero-shot
 accuracy printed per attribute and stored in the provenance (PATH.json).
 """
@@ -160,7 +162,8 @@ class Fooled:
         images = self.images[index]
         for _ in range(steps):
             images.requires_grad_(True)
-            views = images + 0.1 * torch.rand(count, 1, 1, 1, generator=self.g) * torch.randn(images.shape, generator=self.g)
+            strength = 0.1 * torch.rand(count, 1, 1, 1, generator=self.g)
+            views = images + strength * torch.randn(images.shape, generator=self.g)  # noisy views, as CLIPig's
             feature = model.visual((views - _mean()) / _std())
             feature = feature[0] if isinstance(feature, tuple) else feature
             grad, = torch.autograd.grad((F.normalize(feature, dim=-1) * text).sum(), images)
@@ -244,7 +247,8 @@ def train(args) -> dict:
             images, masks = augment(images, masks, placed, g)
         made = torch.zeros(0, *images.shape[1:])
         if fooled:  # optimiser-made pictures, and drawn scenes of their captions beside them
-            made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encoders(model, compact, tokenize)[1])
+            encode_text = encoders(model, compact, tokenize)[1]
+            made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encode_text)
             rng = np.random.default_rng([args.seed, step, 1])
             drawn = torch.stack([evaluate.to_tensor(world.render(world.scene_for(c, rng), size["image_size"]))
                                  for c in made_captions])
