@@ -204,15 +204,15 @@ def build_from_file(source: str, arch: str | None):
     path = pathlib.Path(source).expanduser()
     if not path.is_file():
         raise ModelError(f"Checkpoint file not found: {path}")
-    from .mini import model as mini
-    checkpoint = mini.read(path) if arch is None else None
-    if checkpoint is not None:  # a mini CLIP of one's own (python -m clipig.mini.train -o PATH)
-        return mini.expand(checkpoint), mini.TOKENIZER
     openai_files = {OPENAI_NAMES[n].replace("-336", "-336px") for n in OPENAI_NAMES}
     if _is_torchscript(path) or arch in OPENAI_NAMES or (arch is None and path.stem in openai_files):
         return _load_openai(path), "ViT-B-32"
     arch = arch or _arch_from_filename(path)
     if arch is None:
+        from .mini import model as mini
+        checkpoint = mini.read(path)
+        if checkpoint is not None:  # a mini CLIP of one's own (python -m clipig.mini.train -o PATH)
+            return mini.expand(checkpoint), mini.TOKENIZER
         raise ModelError(f"Cannot tell the architecture of {path} from its file name.\n"
                          f"Name it explicitly as ARCH:/path, e.g. 'ViT-B-32:{path}' (see `clipig models`).")
     return open_clip.create_model(arch, pretrained=str(path), device="cpu"), arch

@@ -197,8 +197,10 @@ def build_schema() -> Section:
             "`cubic` (bicubic, antialiased when shrinking). The start image is always scaled bicubic.")),
         "model": Param("models", "ViT-B/32", doc=(
             "The CLIP model: an OpenAI name (`RN50`, `RN101`, `RN50x4`, `RN50x16`, `RN50x64`, `ViT-B/32`, "
-            "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, a path to a "
-            "local checkpoint (`ARCH:/path` to name its architecture), or `random:<architecture>` for random "
+            "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, `mini`, "
+            "`mini-2` or `mini-referee` (small CLIPs that come with CLIPig and know only a world of coloured shapes, "
+            "see mini.md), a path to a local checkpoint (`ARCH:/path` to name its architecture; a file that "
+            "`python -m clipig.mini.train` wrote is told by its content), or `random:<architecture>` for random "
             "weights (`random:tiny` is a very small CLIP for tests; `random:tiny:1` the same architecture with "
             "the weights of seed 1, seed 0 by default). Weights are downloaded to the user cache.\n\n"
             "A list of models is an ensemble: `[ViT-B/32, RN50]`, or items with a weight "
