@@ -1,19 +1,18 @@
 """Training a mini CLIP (`python -m clipig.mini.train`): reproducible, loadable, and the two ways it is made
 hard to fool (views moved within a radius to fool it; pictures an optimiser makes against it)."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clipig.critic import load_critic
-from clipig.mini import model as mini, train, world
+from clipig.mini import evaluate, model as mini, train, world
 
 
 def trained_at_init():
     """The shipped `mini` as the training holds it (compact vocabulary), with its encoders."""
     checkpoint = torch.load(mini.CHECKPOINTS["mini"], map_location="cpu", weights_only=True)
-    net = mini.build(checkpoint["size"], len(checkpoint["vocab"]))
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v
-                         for k, v in checkpoint["state_dict"].items()}, strict=False)
+    net = mini.compact(checkpoint)
     return net.eval(), train.encoders(net, mini.Compact(checkpoint["vocab"]), mini.tokenizer())
 
 
@@ -36,11 +35,10 @@ def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
 
 def test_views_moved_to_fool_the_model_stay_within_their_radius_and_do_fool_it():
     net, (encode_image, encode_text) = trained_at_init()
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     captions = [world.sample_caption(rng) for _ in range(8)]
     texts = [c.text() for c in captions]
-    images = torch.stack([torch.from_numpy(world.render(world.scene_for(c, rng), 64).copy()).permute(2, 0, 1)
-                          for c in captions]).float() / 255
+    images = torch.stack([evaluate.to_tensor(world.render(world.scene_for(c, rng), 64)) for c in captions])
     with torch.no_grad():
         text = encode_text(texts)
         scale = net.logit_scale.exp()

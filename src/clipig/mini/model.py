@@ -87,7 +87,15 @@ def expand(checkpoint: dict) -> torch.nn.Module:
     full = rows[0].repeat(BPE_VOCAB, 1)
     full[torch.tensor(vocab)] = rows
     state["token_embedding.weight"] = full
-    model = build(size)
+    return _loaded(build(size), state)
+
+
+def compact(checkpoint: dict) -> torch.nn.Module:
+    """The float32 CLIP of a checkpoint with its compact vocabulary, as the training holds it (`--init`)."""
+    return _loaded(build(checkpoint["size"], len(checkpoint["vocab"])), checkpoint["state_dict"])
+
+
+def _loaded(model: torch.nn.Module, state: dict) -> torch.nn.Module:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     return model
 

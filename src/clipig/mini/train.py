@@ -164,9 +164,7 @@ class Fooled:
             images.requires_grad_(True)
             strength = 0.1 * torch.rand(count, 1, 1, 1, generator=self.g)
             views = images + strength * torch.randn(images.shape, generator=self.g)  # noisy views, as CLIPig's
-            feature = model.visual((views - _mean()) / _std())
-            feature = feature[0] if isinstance(feature, tuple) else feature
-            grad, = torch.autograd.grad((F.normalize(feature, dim=-1) * text).sum(), images)
+            grad, = torch.autograd.grad((F.normalize(image_features(model, views), dim=-1) * text).sum(), images)
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
             images = (images.detach() + FOOL_STEP * grad / rms).clamp(0, 1)
         model.train(was_training)
@@ -196,9 +194,7 @@ def adversarial(model, images: torch.Tensor, text: torch.Tensor, texts: list[str
     delta = unit(torch.randn(images.shape, generator=g)) * radii * torch.rand(len(images), 1, 1, 1, generator=g)
     for _ in range(steps):
         delta.requires_grad_(True)
-        image = model.visual((images + delta - _mean()) / _std())
-        image = image[0] if isinstance(image, tuple) else image
-        grad, = torch.autograd.grad(contrastive_loss(image, text, scale, texts), delta)
+        grad, = torch.autograd.grad(contrastive_loss(image_features(model, images + delta), text, scale, texts), delta)
         delta = project(delta.detach() + 2.5 / steps * radii * unit(grad))
     model.train(was_training)
     return images + delta
@@ -225,9 +221,7 @@ def train(args) -> dict:
     if args.init:  # go on from a checkpoint (its size and vocabulary)
         checkpoint = torch.load(args.init, map_location="cpu", weights_only=True)
         size, vocab = checkpoint["size"], checkpoint["vocab"]
-        compact, model = mini.Compact(vocab), mini.build(size, len(vocab))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in checkpoint["state_dict"].items()}, strict=False)
+        compact, model = mini.Compact(vocab), mini.compact(checkpoint)
     probes, cover = Probes(size["embed_dim"], args.shape_probe), torch.nn.Linear(size["width"], 4)
     if size.get("resnet"):
         args.coverage = 0.0  # the per-patch read-out needs the ViT's patch tokens
@@ -240,6 +234,7 @@ def train(args) -> dict:
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
     fooled = Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed) if args.fooled else None
+    encode_text = encoders(model, compact, tokenize)[1]
     start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
     for step in range(args.steps):
         images, masks, captions, placed = batch(args.seed, step, args.batch, size["image_size"])
@@ -247,7 +242,6 @@ def train(args) -> dict:
             images, masks = augment(images, masks, placed, g)
         made = torch.zeros(0, *images.shape[1:])
         if fooled:  # optimiser-made pictures, and drawn scenes of their captions beside them
-            encode_text = encoders(model, compact, tokenize)[1]
             made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encode_text)
             rng = np.random.default_rng([args.seed, step, 1])
             drawn = torch.stack([evaluate.to_tensor(world.render(world.scene_for(c, rng), size["image_size"]))
@@ -327,7 +321,7 @@ def _provenance_of(checkpoint: str | None) -> dict | None:
 
 def encoders(model, compact, tokenize):
     """encode_image(pixels in [0, 1]) and encode_text(strings) of a model being trained."""
-    return (lambda images: model.encode_image((images - _mean()) / _std()),
+    return (lambda images: image_features(model, images),
             lambda texts: model.encode_text(compact(tokenize(texts))))
 
 
@@ -337,6 +331,12 @@ def evaluate_checkpoint(path: Path, scenes: int) -> dict:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     critic = Critic(path.stem, mini.expand(checkpoint), mini.tokenizer(), "cpu")
     return evaluate.zero_shot(critic.encode_image, critic.encode_text, critic.input_size, scenes)
+
+
+def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
+    """The image tower's features of pixels in [0, 1] (without the patch tokens it may give while training)."""
+    features = model.visual((pixels - _mean()) / _std())
+    return features[0] if isinstance(features, tuple) else features
 
 
 def _mean():
