@@ -14,12 +14,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RED_CIRCLE = "a red circle on a blue background"
 
 
-def config(*features: str, select: str = "all", epochs: int = 120, init: str = "") -> str:
+def config(*features: str, select: str = "all", epochs: int = 120, top: str = "parameterization: pyramid") -> str:
+    """An experiment at the critic's input size; `top`: top-level YAML (the pyramid, as the first image)."""
     lines = "\n".join(f"      - {f}" for f in features)
     return f"""
 resolution: 64
 epochs: {epochs}
-{init}
+{top}
 targets:
   - batch_size: 4
     select: {select}
@@ -53,21 +54,21 @@ def test_select_best_trains_the_feature_that_matches_the_picture(tmp_path):
         path = tmp_path / f"scene{shown}.png"
         Image.fromarray(world.render(world.scene_for(world.parse(texts[shown]), rng), 64)).save(path)
         engine = make_engine(config(*(f"text: {t}" for t in texts), select="best", epochs=20,
-                                    init=f"init:\n  image: {path}\n  mean: 0\n  std: 1"), "model=mini")
+                                    top=f"init:\n  image: {path}\n  mean: 0\n  std: 1"), "model=mini")
         engine.run()
         counts = [f["count"] for f in engine.statistics()[0]["features"]]
         assert counts[shown] > 3 * counts[1 - shown], (shown, counts)
 
 
 def test_a_negative_weight_pushes_the_picture_away_from_that_feature(referee):
-    """`a red circle` and, with weight -1, `a red square`: the referee rates the square lower than after
-    the circle alone, while the circle keeps its rank."""
-    square = "a red square on a blue background"
+    """`a red circle` and, with weight -1, `an orange circle` (colour is what renders of `mini` show best):
+    the referee rates the orange circle lower than after the red circle alone, and below the red circle."""
+    orange = "an orange circle on a blue background"
     alone = make_engine(config(f"text: {RED_CIRCLE}"), "model=mini")
     alone.run()
-    against = make_engine(config(f"text: {RED_CIRCLE}", f"{{text: {square}, weight: -1}}"), "model=mini")
+    against = make_engine(config(f"text: {RED_CIRCLE}", f"{{text: {orange}, weight: -1}}"), "model=mini")
     against.run()
-    before, after = (rating(referee, e.image(), [RED_CIRCLE, square]) for e in (alone, against))
+    before, after = (rating(referee, e.image(), [RED_CIRCLE, orange]) for e in (alone, against))
     assert after[1] < before[1] - 3, (before, after)
     assert after[0] > after[1]
 

@@ -2,6 +2,7 @@
 hard to fool (views moved within a radius to fool it; pictures an optimiser makes against it)."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -23,8 +24,8 @@ def weights(path):
 def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
     argv = ["--seed", "5", "--steps", "2", "--batch", "8", "--threads", "1", "--eval-scenes", "4",
             "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--log-every", "1"]
-    for name in ("a.pt", "b.pt"):
-        assert train.main([*argv, "-o", str(tmp_path / name)]) == 0
+    for name, workers in (("a.pt", "1"), ("b.pt", "0")):  # batches drawn by a worker process or by the training
+        assert train.main([*argv, "--workers", workers, "-o", str(tmp_path / name)]) == 0
     assert train.main([*argv[:1], "6", *argv[2:], "-o", str(tmp_path / "c.pt")]) == 0
     a, b, c = (weights(tmp_path / n) for n in ("a.pt", "b.pt", "c.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -50,10 +51,12 @@ def test_views_moved_to_fool_the_model_stay_within_their_radius_and_do_fool_it()
     assert after > 3 * before, (before, after)  # descending instead would lower it
 
 
-def test_the_optimiser_made_pictures_come_closer_to_their_captions():
+@pytest.mark.parametrize("picture_size", [0, 128])  # 128: larger pictures, seen through turned, resized views
+def test_the_optimiser_made_pictures_come_closer_to_their_captions(picture_size):
     net, (encode_image, encode_text) = trained_at_init()
-    pool = train.Fooled(6, 64, seed=0)
-    start = pool.images.clone()
+    pool = train.Fooled(6, 64, seed=0, picture_size=picture_size)
+    assert pool.images.shape[-1] == (picture_size or 64)
+    start = F.interpolate(pool.images, size=64, mode="bilinear", antialias=True, align_corners=False)
 
     def similarity(images, captions):
         with torch.no_grad():
@@ -61,11 +64,14 @@ def test_the_optimiser_made_pictures_come_closer_to_their_captions():
                     * F.normalize(encode_text([c.text() for c in captions]), dim=-1)).sum(-1)
 
     torch.manual_seed(0)
-    made, captions = pool.step(net, 6, 5, encode_text)
+    made, captions = pool.step(net, 6, 20, encode_text)
     order = [pool.captions.index(c) for c in captions]  # which pictures of the pool were taken
     gain = similarity(made, captions) - similarity(start[order], captions)
     assert (gain > 0).sum() >= 5 and gain.mean() > 0.1, gain  # noisy views: one may fall back
-    assert torch.equal(pool.images[order], made) and made.min() >= 0 and made.max() <= 1
+    assert made.shape[-1] == 64 and made.min() >= 0 and made.max() <= 1  # shown at the model's input size
+    kept = pool.images[order]
+    assert kept.shape[-1] == (picture_size or 64)
+    assert torch.allclose(F.interpolate(kept, size=64, mode="bilinear", antialias=True, align_corners=False), made)
 
 
 def test_a_made_picture_that_matches_a_caption_costs_the_model():

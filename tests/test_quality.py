@@ -38,10 +38,10 @@ def test_an_ensembles_similarity_is_the_weighted_mean_of_its_models():
 
 def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
     from clipig.bench import main
-    assert main(["--quality", "plain", "fft", "ensemble", "--epochs", "2"]) == 0
+    assert main(["--quality", "plain", "fft", "ensemble", "coarse-to-fine", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("|") and re.search(r"\d%", line)]
-    assert [r.split("|")[1].strip() for r in rows] == ["plain", "fft", "ensemble"]
+    assert [r.split("|")[1].strip() for r in rows] == ["plain", "fft", "ensemble", "coarse-to-fine"]
     best = max(int(r.split("|")[2].strip().rstrip("%")) for r in rows)
     assert re.search(rf"^referee top-1: {best}% \(", out, re.M)
 

@@ -69,6 +69,7 @@ def save(model: torch.nn.Module, size: dict, vocab: list[int], path: Path) -> No
     """Write the float16 checkpoint (the compact token embedding, the vocabulary and the size)."""
     state = {k: v.detach().half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     state.pop("attn_mask", None)  # rebuilt by the model
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"size": size, "vocab": vocab, "state_dict": state}, path)
 
 

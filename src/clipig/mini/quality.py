@@ -38,6 +38,8 @@ ROWS = {
     "fft-decorrelated": ("walkthrough", "parameterization: {type: fft, decorrelate: true}"),
     "pyramid": ("walkthrough", "parameterization: pyramid"),
     "ensemble": ("walkthrough", "model: [mini, mini-2]"),
+    # the pyramid at the critic's input size (64) for 60% of the epochs, then at twice that
+    "coarse-to-fine": ("walkthrough", "parameterization: pyramid\nresolution: 64 if t < .6 else 128"),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (

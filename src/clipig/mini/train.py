@@ -86,6 +86,28 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
     return images + noise * (torch.rand(n, generator=g) < 0.5)[:, None, None, None], masks
 
 
+class Batches(torch.utils.data.Dataset):
+    """Step `i`'s batch, drawn and augmented from the seed and `i` alone: a DataLoader's worker process
+    draws the next batches while the model trains on this one."""
+
+    def __init__(self, seed: int, steps: int, size: int, image_size: int, augmented: bool):
+        self.seed, self.steps, self.size, self.image_size, self.augmented = seed, steps, size, image_size, augmented
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int):
+        images, masks, captions, placed = batch(self.seed, step, self.size, self.image_size)
+        if self.augmented:
+            seed = int(np.random.SeedSequence([self.seed, step, 2]).generate_state(1)[0])
+            images, masks = augment(images, masks, placed, torch.Generator().manual_seed(seed))
+        return images, masks, captions
+
+
+def _as_is(item):
+    return item
+
+
 def labels(caption: world.Caption) -> list[int]:
     """The index of each PROBES attribute's value in the caption, -100 where it does not say."""
     said = {"shape": caption.shape, "colour": caption.colour, "background": caption.background,
@@ -140,10 +162,26 @@ class Fooled:
     optimised for hundreds of steps over the training, like a render) and shows them beside the drawn
     scenes as pictures of no caption; a few start again from noise each time."""
 
-    def __init__(self, size: int, image_size: int, seed: int):
+    def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0):
         self.rng, self.g = np.random.default_rng([seed, 11]), torch.Generator().manual_seed(seed + 11)
         self.captions = [world.sample_caption(self.rng) for _ in range(size)]
-        self.images = self._noise(size, image_size)
+        self.image_size = image_size
+        self.images = self._noise(size, picture_size or image_size)
+
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """What the model sees of pictures: noisy; pictures larger than its input are shifted (5%) and turned
+        (10 degrees) with black corners, as CLIPig's walk-through sees them, and resized to its input."""
+        n = len(images)
+        if images.shape[-1] != self.image_size:
+            u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=self.g)  # noqa: E731
+            angle = torch.deg2rad(u(-10, 10))
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            theta = torch.stack([torch.stack([cos, -sin, u(-0.1, 0.1)], 1),
+                                 torch.stack([sin, cos, u(-0.1, 0.1)], 1)], 1)
+            images = F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
+        strength = 0.1 * torch.rand(n, 1, 1, 1, generator=self.g)
+        return images + strength * torch.randn(images.shape, generator=self.g)
 
     def _noise(self, n: int, size: int) -> torch.Tensor:
         return (0.5 + 0.1 * torch.randn(n, 3, size, size, generator=self.g)).clamp(0, 1)
@@ -162,13 +200,14 @@ class Fooled:
         images = self.images[index]
         for _ in range(steps):
             images.requires_grad_(True)
-            strength = 0.1 * torch.rand(count, 1, 1, 1, generator=self.g)
-            views = images + strength * torch.randn(images.shape, generator=self.g)  # noisy views, as CLIPig's
-            grad, = torch.autograd.grad((F.normalize(image_features(model, views), dim=-1) * text).sum(), images)
+            grad, = torch.autograd.grad((F.normalize(image_features(model, self.views(images)), dim=-1) * text).sum(),
+                                        images)
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
             images = (images.detach() + FOOL_STEP * grad / rms).clamp(0, 1)
         model.train(was_training)
         self.images[index] = images
+        if images.shape[-1] != self.image_size:  # shown as the model's input
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
         return images, captions
 
 
@@ -207,8 +246,9 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU time of this process and its finished children (the batch workers)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def train(args) -> dict:
@@ -233,13 +273,12 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    fooled = Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed) if args.fooled else None
+    fooled = Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size) if args.fooled else None
     encode_text = encoders(model, compact, tokenize)[1]
     start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
-    for step in range(args.steps):
-        images, masks, captions, placed = batch(args.seed, step, args.batch, size["image_size"])
-        if args.augment:
-            images, masks = augment(images, masks, placed, g)
+    batches = torch.utils.data.DataLoader(Batches(args.seed, args.steps, args.batch, size["image_size"], args.augment),
+                                          batch_size=None, collate_fn=_as_is, num_workers=args.workers)
+    for step, (images, masks, captions) in enumerate(batches):
         made = torch.zeros(0, *images.shape[1:])
         if fooled:  # optimiser-made pictures, and drawn scenes of their captions beside them
             made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encode_text)
@@ -296,11 +335,11 @@ def train(args) -> dict:
           + ", ".join(f"{k} {v * 100:.1f}%" for k, v in accuracy.items()))
     info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
             "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
-            "fooled": args.fooled, "fool_steps": args.fool_steps,
+            "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-            "train_wall_s": round(wall), "train_cpu_s": round(cpu), "threads": args.threads,
+            "train_wall_s": round(wall), "train_cpu_s": round(cpu), "threads": args.threads, "workers": args.workers,
             "date": datetime.date.today().isoformat(), "command": "python -m clipig.mini.train " + shlex.join(
                 sys.argv[1:] if args.argv is None else args.argv),
             "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__,
@@ -391,7 +430,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fooled", type=int, default=0, metavar="N", help=(
         "show N optimiser-made pictures per step as pictures of no caption (default 0: none)"))
     p.add_argument("--fool-steps", type=int, default=4, help="optimiser steps of those pictures per training step")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--fool-size", type=int, default=0, metavar="PIXELS", help=(
+        "size of those pictures; larger than the model's input, they are seen as CLIPig sees a picture, "
+        "through shifted and turned views resized to the input (default: the input size, noisy views only)"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the training (default 1)")
+    p.add_argument("--workers", type=int, default=1, help=(
+        "processes that draw the next batches meanwhile (default 1; 0: the training draws them itself). "
+        "The result does not depend on it"))
     p.add_argument("--eval-scenes", type=int, default=300, help="fresh scenes per attribute for the accuracy")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=0, help="also print the accuracy every N steps (100 scenes)")
