@@ -105,6 +105,7 @@ class Batches(torch.utils.data.Dataset):
 
 
 def _as_is(item):
+    """The DataLoader's collate function: a batch is made whole by `Batches`."""
     return item
 
 
@@ -160,7 +161,8 @@ class Fooled:
     noise, pixels moved step by step to raise their similarity to a caption of the world through noisy views.
     Every training step takes some of them on a few steps against the current model (so each picture is
     optimised for hundreds of steps over the training, like a render) and shows them beside the drawn
-    scenes as pictures of no caption; a few start again from noise each time."""
+    scenes as pictures of no caption; a few start again from noise each time. Pictures larger than the
+    model's input (`picture_size`) are seen through turned and resized views, as CLIPig sees a picture."""
 
     def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0):
         self.rng, self.g = np.random.default_rng([seed, 11]), torch.Generator().manual_seed(seed + 11)
@@ -433,7 +435,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fool-size", type=int, default=0, metavar="PIXELS", help=(
         "size of those pictures; larger than the model's input, they are seen as CLIPig sees a picture, "
         "through shifted and turned views resized to the input (default: the input size, noisy views only)"))
-    p.add_argument("--threads", type=int, default=1, help="torch threads of the training (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the training (default 2)")
     p.add_argument("--workers", type=int, default=1, help=(
         "processes that draw the next batches meanwhile (default 1; 0: the training draws them itself). "
         "The result does not depend on it"))
