@@ -65,9 +65,7 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
     n, _, h, w = images.shape
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
     angle, scale = torch.deg2rad(u(-20, 20)), u(0.85, 1.15)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, u(-0.16, 0.16)], 1), torch.stack([sin, cos, u(-0.16, 0.16)], 1)], 1)
-    moved = F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
+    moved = turned(images, angle, scale, u(-0.16, 0.16), u(-0.16, 0.16))
     images = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], moved, images)
     wrap = (torch.rand(n, generator=g) < 0.25) & ~placed
     shifts = torch.randint(0, h, (n, 2), generator=g)
@@ -84,6 +82,14 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
     images = torch.where((torch.rand(n, generator=g) < 1 / 3)[:, None, None, None], blurred.view_as(images), images)
     noise = torch.randn(images.shape, generator=g) * u(0, 0.12)[:, None, None, None]
     return images + noise * (torch.rand(n, generator=g) < 0.5)[:, None, None, None], masks
+
+
+def turned(images: torch.Tensor, angle: torch.Tensor, scale, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Each image turned by its `angle` (radians), scaled and moved by (dx, dy) (in half sizes), black
+    outside."""
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1)
+    return F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
 
 
 class Batches(torch.utils.data.Dataset):
@@ -176,12 +182,7 @@ class Fooled:
         n = len(images)
         if images.shape[-1] != self.image_size:
             u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=self.g)  # noqa: E731
-            angle = torch.deg2rad(u(-10, 10))
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            theta = torch.stack([torch.stack([cos, -sin, u(-0.1, 0.1)], 1),
-                                 torch.stack([sin, cos, u(-0.1, 0.1)], 1)], 1)
-            images = F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
-            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
+            images = self._shown(turned(images, torch.deg2rad(u(-10, 10)), 1, u(-0.1, 0.1), u(-0.1, 0.1)))
         strength = 0.1 * torch.rand(n, 1, 1, 1, generator=self.g)
         return images + strength * torch.randn(images.shape, generator=self.g)
 
@@ -208,9 +209,13 @@ class Fooled:
             images = (images.detach() + FOOL_STEP * grad / rms).clamp(0, 1)
         model.train(was_training)
         self.images[index] = images
-        if images.shape[-1] != self.image_size:  # shown as the model's input
-            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
-        return images, captions
+        return self._shown(images), captions
+
+    def _shown(self, images: torch.Tensor) -> torch.Tensor:
+        """Pictures at the model's input size (bilinear, antialiased)."""
+        if images.shape[-1] == self.image_size:
+            return images
+        return F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def adversarial(model, images: torch.Tensor, text: torch.Tensor, texts: list[str], radius: float, steps: int,
