@@ -48,7 +48,7 @@ bench-quality: $(STAMP)
 	$(PY) -m clipig.bench --quality
 
 # The shipped mini CLIPs trained again by their documented commands (docs/mini.md), into out/mini/:
-# about 27 minutes for `mini` or `mini-2` and 12 for `mini-referee` on two cores.
+# about 27 minutes for `mini` or `mini-2` and 13 for `mini-referee` on two cores.
 MINI := $(PY) -m clipig.mini.train --batch 128 --threads 2
 HARD := --steps 900 --lr 1e-3 --adversarial 1 --adversarial-steps 1 --fooled 32 --fool-steps 4 --fool-size 128
 

@@ -63,7 +63,7 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
     noise (std up to 0.12), a third blur (sigma 0.4..1.2 pixels). The masks move with the images."""
     images = torch.cat([images, masks], 1)
     n, _, h, w = images.shape
-    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    u = lambda lo, hi: uniform(n, lo, hi, g)  # noqa: E731
     angle, scale = torch.deg2rad(u(-20, 20)), u(0.85, 1.15)
     moved = turned(images, angle, scale, u(-0.16, 0.16), u(-0.16, 0.16))
     images = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], moved, images)
@@ -82,6 +82,11 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
     images = torch.where((torch.rand(n, generator=g) < 1 / 3)[:, None, None, None], blurred.view_as(images), images)
     noise = torch.randn(images.shape, generator=g) * u(0, 0.12)[:, None, None, None]
     return images + noise * (torch.rand(n, generator=g) < 0.5)[:, None, None, None], masks
+
+
+def uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+    """`n` numbers drawn evenly from lo..hi."""
+    return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
 def turned(images: torch.Tensor, angle: torch.Tensor, scale, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
@@ -181,7 +186,7 @@ class Fooled:
         (10 degrees) with black corners, as CLIPig's walk-through sees them, and resized to its input."""
         n = len(images)
         if images.shape[-1] != self.image_size:
-            u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=self.g)  # noqa: E731
+            u = lambda lo, hi: uniform(n, lo, hi, self.g)  # noqa: E731
             images = self._shown(turned(images, torch.deg2rad(u(-10, 10)), 1, u(-0.1, 0.1), u(-0.1, 0.1)))
         strength = 0.1 * torch.rand(n, 1, 1, 1, generator=self.g)
         return images + strength * torch.randn(images.shape, generator=self.g)
