@@ -75,8 +75,8 @@ def test_a_negative_weight_pushes_the_picture_away_from_that_feature(referee):
 
 def test_the_first_image_shows_its_prompt(referee, tmp_path):
     """examples/first-image.yaml (what `make run` renders) as it is: the referee ranks its prompt among the
-    top 5 of the 17 captions that are it or differ from it in one word, and above every change of its
-    background. (Top-1 holds for some seeds only, and a seed's picture depends on the machine's float order:
+    top 3 of the 17 captions that are it or differ from it in one word, and above every change of its
+    background. (Top-1 held for 7 of 8 seeds here, and a seed's picture depends on the machine's float order:
     docs/mini.md, "What the pictures look like". A critic that knows nothing ranks it 9th on average.)"""
     from clipig.cli import main
     from clipig.config.loader import load
@@ -87,6 +87,6 @@ def test_the_first_image_shows_its_prompt(referee, tmp_path):
     image = torch.from_numpy(np.array(Image.open(tmp_path / "first.png"))).permute(2, 0, 1).float() / 255
     own, *others = rating(referee, image, [prompt, *rivals])
     ranked = sorted(zip(others, rivals))
-    assert 1 + sum(o >= own for o in others) <= 5, ranked[-5:]
+    assert 1 + sum(o >= own for o in others) <= 3, ranked[-5:]
     backgrounds = {v.text() for v in world.variants(caption, "background")}
     assert own > max(o for o, r in ranked if r in backgrounds), ranked[-5:]

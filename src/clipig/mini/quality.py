@@ -40,6 +40,8 @@ ROWS = {
     "ensemble": ("walkthrough", "model: [mini, mini-2]"),
     # the pyramid at the critic's input size (64) for 60% of the epochs, then at twice that
     "coarse-to-fine": ("walkthrough", "parameterization: pyramid\nresolution: 64 if t < .6 else 128"),
+    # the pyramid from 8x8 to 16 to 32 pixels, below the critic's input size (the first image's schedule)
+    "coarse-32": ("walkthrough", "parameterization: pyramid\nresolution: 8 if t < .15 else 16 if t < .4 else 32"),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
