@@ -257,3 +257,15 @@ def test_snapshot_interval_int_is_epochs_float_is_seconds(interval, tick, saved,
     engine = Engine(config, critic=tiny, listeners=[ticks, output.OutputWriter(config, tmp_path / "s.png")])
     engine.run()
     assert written == saved
+
+
+@pytest.mark.parametrize("command", [["render"], *[[c] for c in ("models", "docs", "gui", "rate", "rank", "batch",
+                                                                  "bench", "info", "replay", "resume")],
+                                     ["bench", "--quality"]])
+def test_every_command_prints_its_help(command, capsys):
+    """`clipig COMMAND --help` prints a usage and exits 0 (argparse formats help texts with %: a bare percent
+    sign in one of them raised a TypeError here)."""
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--help"])
+    assert exit.value.code == 0
+    assert "usage:" in capsys.readouterr().out

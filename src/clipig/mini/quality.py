@@ -42,6 +42,8 @@ ROWS = {
     "coarse-to-fine": ("walkthrough", "parameterization: pyramid\nresolution: 64 if t < .6 else 128"),
     # the pyramid from 8x8 to 16 to 32 pixels, below the critic's input size (the first image's schedule)
     "coarse-32": ("walkthrough", "parameterization: pyramid\nresolution: 8 if t < .15 else 16 if t < .4 else 32"),
+    # the first image's experiment: 16 then 32 pixels, 24 views turned by any angle, scaled and shifted
+    "all-angles": ("all-angles", ""),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
@@ -172,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
         f"rows of the table (default: {', '.join(DEFAULT_ROWS)}; also: "
         f"{', '.join(r for r in ROWS if r not in DEFAULT_ROWS)}; `all`: every row)"))
     p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK_EPOCHS:.0%} of each configuration's epochs (a few minutes)")
+                   help=f"{QUICK_EPOCHS * 100:.0f}%% of each configuration's epochs (a few minutes)")
     p.add_argument("--model", default="mini", help="the critic that renders (default: mini)")
     p.add_argument("--referee", default="mini-referee", help="the model that judges (default: mini-referee)")
     p.add_argument("--epochs", type=int, help="epochs of every render (default: the configuration's)")
