@@ -9,7 +9,7 @@ from PIL import Image
 
 from clipig.mini import world
 from conftest import make_engine
-from mini_pixels import components, fill_holes, nearest_colour, shape_of
+from clipig.mini.reading import READ_SIZE, nearest_colour, shapes_shown
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RED_CIRCLE = "a red circle on a blue background"
@@ -76,10 +76,11 @@ def test_a_negative_weight_pushes_the_picture_away_from_that_feature(referee):
 
 def test_the_first_image_shows_its_prompt(referee, tmp_path):
     """examples/first-image.yaml (what `make run` renders) as it is. The referee ranks its prompt first among
-    the 17 captions that are it or differ from it in one word; and read from the pixels as the world's own
-    tests read a drawn scene, the ground has the background's colour and the largest region of the thing's
-    colour has the outline of the prompt's shape. (The ranking held for seeds 0-7 here, the outline for 5 of
-    8; a seed's picture depends on the machine's float order: docs/mini.md, "What the pictures look like".)"""
+    the 17 captions that are it or differ from it in one word. Read from the pixels as the world's tests read
+    a drawn scene (`clipig.mini.reading`), the ground has the background's colour and the largest region of
+    the thing's colour has the outline of the prompt's shape. (The ranking held for seeds 0-7 here, the
+    outline for 5 of 8; a seed's picture depends on the machine's float order: docs/mini.md, "What the
+    pictures look like".)"""
     from clipig.cli import main
     from clipig.config.loader import load
     assert main([str(EXAMPLES / "first-image.yaml"), "-o", str(tmp_path / "first.png"), "-q"]) == 0
@@ -90,8 +91,6 @@ def test_the_first_image_shows_its_prompt(referee, tmp_path):
     image = torch.from_numpy(np.array(picture)).permute(2, 0, 1).float() / 255
     own, *others = rating(referee, image, [prompt, *rivals])
     assert all(o < own for o in others), sorted(zip(others, rivals))[-3:]
-    names = list(world.COLOURS)
-    colours = nearest_colour(np.asarray(picture.resize((128, 128), Image.BILINEAR)))  # smooth outlines
-    assert names[np.bincount(colours.ravel()).argmax()] == caption.background
-    thing = max(components(colours == names.index(caption.colour)), key=np.sum)
-    assert shape_of(fill_holes(thing)) == caption.shape
+    pixels = np.asarray(picture.resize((READ_SIZE, READ_SIZE), Image.BILINEAR))
+    assert list(world.COLOURS)[np.bincount(nearest_colour(pixels).ravel()).argmax()] == caption.background
+    assert shapes_shown(pixels, caption)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clipig.mini import world
-from mini_pixels import components, erode, fill_holes, nearest_colour, shape_of
+from clipig.mini.reading import components, erode, fill_holes, nearest_colour, shape_of, shapes_shown
 
 SIZE = 128  # render larger than the model's input, so that the measurements are sharp
 
@@ -120,3 +120,19 @@ def test_every_word_is_a_known_token():
     tokens = model.tokenizer()([" ".join(world.words())])[0]
     assert set(tokens.tolist()) <= vocab
     assert max(vocab) == 49407 and math.isfinite(len(vocab))
+
+
+def test_shapes_shown_reads_the_shapes_of_drawn_scenes():
+    """The reader the quality benchmark and the first image's test use: drawn scenes of random captions,
+    resized from 64 pixels as renders are, show their caption's shapes, and never another shape's caption."""
+    rng, shown, wrong, read = np.random.default_rng(3), 0, 0, 0
+    for _ in range(40):
+        caption, scene = world.sample(rng)
+        image = world.render(scene, 64)
+        if shapes_shown(image, caption) is None:
+            assert caption.colour is None
+            continue
+        read += 1
+        shown += shapes_shown(image, caption)
+        wrong += shapes_shown(image, world.variants(caption, "shape")[0])
+    assert read > 35 and shown >= 0.95 * read and wrong == 0, (read, shown, wrong)

@@ -22,8 +22,10 @@ def test_a_drawn_scene_is_judged_as_its_caption_and_not_as_another(referee):
     verdict = quality.judge(referee, critic, image, caption)
     assert verdict["rank"] == 1 and verdict["of"] == len(world.space(caption))
     assert all(all(v) for v in verdict["attributes"].values()), verdict["attributes"]
+    assert verdict["outline"] is True  # read from the pixels: the yellow region is a star
     wrong = quality.judge(referee, critic, image, world.parse("a yellow circle on a red background"))
     assert wrong["rank"] > 5 and not all(wrong["attributes"]["shape"])
+    assert wrong["outline"] is False
     assert wrong["critic"] < verdict["critic"] - 5
 
 
@@ -43,6 +45,10 @@ def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
     rows = [line for line in out.splitlines() if line.startswith("|") and re.search(r"\d%", line)]
     assert [r.split("|")[1].strip() for r in rows] == ["plain", "fft", "ensemble", "coarse-to-fine"]
     best = max(int(r.split("|")[2].strip().rstrip("%")) for r in rows)
+    header = next([c.strip() for c in line.split("|")] for line in out.splitlines()
+                  if line.startswith("| configuration"))
+    column = header.index("outline")  # the pixel reader's share of prompts whose shapes show
+    assert all(re.fullmatch(r"\d+%", r.split("|")[column].strip()) for r in rows), rows
     assert re.search(rf"^referee top-1: {best}% \(", out, re.M)
 
 

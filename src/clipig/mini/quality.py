@@ -8,6 +8,8 @@ background`). Per row:
 
 - top-1: the prompt ranks first among all captions of its form (ties count against it); mean rank;
 - per attribute: the prompt beats every caption that differs from it in that attribute only;
+- outline: read from the pixels without a model (`reading.shapes_shown`), the largest region of each thing's
+  colour has the outline of its shape;
 - the critic's similarity to the prompt beside the referee's, and the referee's similarity for real scenes
   of the prompt (drawn by the world): a critic far above the referee means the picture fools the critic
   more than it shows the prompt.
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import world
+from . import reading, world
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "quality"
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
@@ -84,7 +86,9 @@ def judge(referee, critic, image: torch.Tensor, caption: world.Caption) -> dict:
     own = by_text[caption.text()]
     result = {"rank": sum(v >= own for v in by_text.values()),  # ties count against the prompt
               "of": len(texts), "attributes": {},
-              "referee": own, "critic": critic_similarity(critic, image, caption.text())}
+              "referee": own, "critic": critic_similarity(critic, image, caption.text()),
+              "outline": reading.shapes_shown(
+                  image.mul(255).round().byte().permute(1, 2, 0).numpy(), caption)}
     for slot in caption.slots():
         rivals = [by_text[v.text()] for v in world.variants(caption, slot)]
         result["attributes"].setdefault(attribute(slot), []).append(all(own > r for r in rivals))
@@ -145,14 +149,16 @@ def summary(result: dict) -> list[str]:
     for name in ATTRIBUTES:
         tests = [ok for x in v for ok in x["attributes"].get(name, [])]
         cells.append(f"{sum(tests) / len(tests) * 100:.0f}%" if tests else "-")
+    outlines = [x["outline"] for x in v if x.get("outline") is not None]
+    cells.append(f"{sum(outlines) / len(outlines) * 100:.0f}%" if outlines else "-")
     cells += [f"{statistics.mean(x['critic'] for x in v):.1f}", f"{statistics.mean(x['referee'] for x in v):.1f}",
               f"{statistics.mean(x['real'] for x in v):.1f}", f"{result['seconds']:.0f}"]
     return cells
 
 
 def report(results: list[dict], args, info: dict, table) -> str:
-    headers = ["configuration", "top-1", "mean rank", *ATTRIBUTES, "critic sim", "referee sim", "referee real",
-               "seconds"]
+    headers = ["configuration", "top-1", "mean rank", *ATTRIBUTES, "outline", "critic sim", "referee sim",
+               "referee real", "seconds"]
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}",
            "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
            f"date: {info['date']}",

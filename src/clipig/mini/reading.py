@@ -1,11 +1,15 @@
-"""Reading a picture of the mini world from its pixels: named colours, connected regions and the shape of
-an outline (for the world's tests, and to check what a render shows)."""
+"""Reading a picture of the mini world from its pixels, without a model: named colours, connected regions
+and the shape of an outline. The world's tests check with it that every caption says what is drawn; the
+quality benchmark and the first image's test, that a render shows the shapes of its prompt."""
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from clipig.mini import world
+from . import world
+
+READ_SIZE = 128  # pictures are read at this size (smaller ones resized bilinearly: smoother outlines)
 
 
 def nearest_colour(image: np.ndarray) -> np.ndarray:
@@ -40,7 +44,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~np.any(outside, axis=0) if outside else np.ones_like(mask)
 
 
-def shape_of(mask: np.ndarray) -> str:
+def shape_of(mask: np.ndarray) -> str | None:
     """Circle, square, triangle, star or cross from the outline: the distance from the centre to the edge in
     each direction gives a profile; its corners (runs above the middle of its range) and their depth tell."""
     ys, xs = np.nonzero(mask)
@@ -52,8 +56,30 @@ def shape_of(mask: np.ndarray) -> str:
     profile = np.argmin(mask[py, px], axis=1) * 0.5  # the first step outside the shape
     profile = np.convolve(np.concatenate([profile[-4:], profile, profile[:4]]), np.ones(9) / 9, "valid")
     lo, hi = profile.min(), profile.max()
+    if lo == 0:
+        return None  # the centre lies outside: no shape of the world (a crescent, a ring)
     if hi / lo < 1.2:
         return "circle"
     above = profile > (lo + hi) / 2
     corners = int(np.sum(above & ~np.roll(above, 1)))
     return {3: "triangle", 5: "star"}.get(corners, "square" if hi / lo < 1.8 else "cross")
+
+
+def shapes_shown(image: np.ndarray, caption: world.Caption) -> bool | None:
+    """Whether `image` ([H, W, 3] uint8) shows the shapes the caption names: for each named colour, its largest
+    regions (as many as the caption has things of that colour; holes filled) have the outlines of those
+    things' shapes. None when the caption leaves a thing's colour open."""
+    things = [(caption.colour, caption.shape)] * caption.count
+    if caption.kind == "pair":
+        things = [(caption.colour, caption.shape), (caption.colour2, caption.shape2)]
+    if any(colour is None for colour, _ in things):
+        return None
+    if image.shape[0] != READ_SIZE:
+        image = np.asarray(Image.fromarray(image).resize((READ_SIZE, READ_SIZE), Image.BILINEAR))
+    colours, names = nearest_colour(image), list(world.COLOURS)
+    for colour in {c for c, _ in things}:
+        wanted = sorted(shape for c, shape in things if c == colour)
+        regions = sorted(components(colours == names.index(colour)), key=np.sum, reverse=True)[:len(wanted)]
+        if sorted(str(shape_of(fill_holes(r))) for r in regions) != wanted:
+            return False
+    return True
