@@ -79,7 +79,7 @@ def test_the_first_image_shows_its_prompt(referee, tmp_path):
     the 17 captions that are it or differ from it in one word. Read from the pixels as the world's tests read
     a drawn scene (`clipig.mini.reading`), the ground has the background's colour and the largest region of
     the thing's colour has the outline of the prompt's shape. (The ranking held for seeds 0-7 here, the
-    outline for 5 of 8; a seed's picture depends on the machine's float order: docs/mini.md, "What the
+    outline for 6 of 8; a seed's picture depends on the machine's float order: docs/mini.md, "What the
     pictures look like".)"""
     from clipig.cli import main
     from clipig.config.loader import load
