@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from clipig.mini import world
-from conftest import make_engine
 from clipig.mini.reading import READ_SIZE, nearest_colour, shapes_shown
+from conftest import make_engine
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RED_CIRCLE = "a red circle on a blue background"
