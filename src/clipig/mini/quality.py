@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..output import to_pil
 from . import reading, world
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "quality"
@@ -87,8 +88,7 @@ def judge(referee, critic, image: torch.Tensor, caption: world.Caption) -> dict:
     result = {"rank": sum(v >= own for v in by_text.values()),  # ties count against the prompt
               "of": len(texts), "attributes": {},
               "referee": own, "critic": critic_similarity(critic, image, caption.text()),
-              "outline": reading.shapes_shown(
-                  image.mul(255).round().byte().permute(1, 2, 0).numpy(), caption)}
+              "outline": reading.shapes_shown(np.asarray(to_pil(image)), caption)}
     for slot in caption.slots():
         rivals = [by_text[v.text()] for v in world.variants(caption, slot)]
         result["attributes"].setdefault(attribute(slot), []).append(all(own > r for r in rivals))
@@ -133,7 +133,6 @@ def run_row(row: str, referee, args, save: Path | None) -> dict:
     for i, prompt in enumerate(PROMPTS):
         image, critic = render(experiment(row, prompt, args, i))
         if save:
-            from ..output import to_pil
             to_pil(image).save(save / f"{row}-{i:02d}.png")
         caption = world.parse(prompt)
         verdict = judge(referee, critic, image, caption)
