@@ -1,12 +1,12 @@
 """Shared fixtures: the tiny random CLIP, the shipped mini critics and a helper to run small experiments."""
 
-import clipig  # noqa: F401  (first: it makes OpenMP's idle threads sleep, which must be set before torch loads)
 import pytest
 import torch
 
+import clipig  # noqa: F401  (first: it makes OpenMP's idle threads sleep, which must be set before torch loads)
 from clipig.config.loader import load
-from clipig.critic import load_critic
-from clipig.engine import open_run
+from clipig.critic.models import load_critic
+from clipig.run.engine import open_run
 
 torch.set_num_threads(2)
 

@@ -6,7 +6,7 @@ epoch with `random:tiny` at a low resolution. A case passes when it renders (exi
 `error: FILE:LINE: PATH: ...` line, or exits 1 with an `error:` message (a runtime failure such as out of
 memory); it fails when an exception escapes or a message lacks the file and line.
 
-    python tests/mangle.py [FILE.yaml ...]   # default: examples/ and benchmarks/; prints the failures
+    python tests/mangle.py [FILE.yaml ...]   # default: examples/ and src/clipig/bench/configs/; prints the failures
 
 tests/test_mangle.py runs a sample of the cases.
 """
@@ -97,7 +97,7 @@ def one_epoch():
     that a mangled size fails fast."""
     import torch
 
-    from clipig.engine import Engine
+    from clipig.run.engine import Engine
     step, threads = Engine.step, torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -127,7 +127,7 @@ def summary(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    files = [Path(f) for f in argv] or sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("benchmarks/*.yaml")])
+    files = [Path(f) for f in argv] or sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("src/clipig/bench/configs/*.yaml")])
     bad = total = 0
     with tempfile.TemporaryDirectory() as tmp, one_epoch():
         for file, path, replacement, data in cases(files):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clipig import bench
+from clipig.bench import speed as bench
 
 
 def test_reference_configurations_exist_and_validate():
@@ -43,7 +43,7 @@ def test_profile_shows_operators_and_functions(capsys):
 def test_timed_critic_sees_forward_and_backward(tiny):
     import torch
 
-    from clipig.critic import open_critic
+    from clipig.critic.models import open_critic
     ensemble, log = bench.timed(open_critic(["random:tiny", "random:tiny:1"]))
     first, second = ensemble.critics
     images = torch.rand(2, 3, 100, 100, requires_grad=True)

@@ -5,7 +5,7 @@ import torch
 
 from clipig.config.loader import load
 from clipig.config.registry import CONSTRAINTS, TRANSFORMS
-from clipig.engine import open_run
+from clipig.run.engine import open_run
 
 EVERYTHING = """
 epochs: 4

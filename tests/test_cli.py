@@ -242,9 +242,9 @@ def test_running_out_of_memory_is_a_message(tmp_path, tiny, capsys):
 def test_snapshot_interval_int_is_epochs_float_is_seconds(interval, tick, saved, tiny, monkeypatch, tmp_path):
     import types
 
-    from clipig import output
     from clipig.config.loader import load
-    from clipig.engine import Engine
+    from clipig.files import output
+    from clipig.run.engine import Engine
     clock, written = [0.0], []
     monkeypatch.setattr(output, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     monkeypatch.setattr(output, "save_png", lambda image, path, text=None: written.append(engine.epochs_done))

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import make_engine
 from PIL import Image
 
 from clipig.cli import main, original_argv, overrides_of, render_parser
 from clipig.config.errors import ConfigError, ConfigWarning
 from clipig.config.expressions import RANDOM_FUNCTIONS, compile_expression, time_variables
 from clipig.config.loader import load
-
-from conftest import make_engine
 
 ORIGINAL = Path("/work/original")
 TINY = ["--model", "random:tiny", "-e", "2"]
@@ -231,11 +230,11 @@ def test_the_cli_shows_a_warning_line(tmp_path, tiny, capsys):
 
 
 def test_expressions_are_checked_at_their_start_values_before_the_model_loads(tmp_path, monkeypatch, capsys):
-    import clipig.critic
+    import clipig.critic.models
 
     def no_model(*args):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(clipig.critic, "load_critic", no_model)
+    monkeypatch.setattr(clipig.critic.models, "load_critic", no_model)
     cases = {
         "      - noise: 1/t": "targets[0].transforms[0].noise: expression '1/t' failed at epoch 0: division by zero",
         "      - random_rotate:\n          degree: -30 sqrt(t-1)":

@@ -5,11 +5,10 @@ import re
 import pytest
 
 from clipig.config.errors import ConfigError
-from clipig.config.expressions import learnrate_variables, resolution_variables, similarity_variables, \
-    time_variables
+from clipig.config.expressions import learnrate_variables, resolution_variables, similarity_variables, time_variables
 from clipig.config.loader import load, load_data
 from clipig.config.schema import to_data, validate
-from clipig.config.timing import is_active, is_on, parse_time
+from clipig.config.timing import is_on, parse_time
 from clipig.config.values import split_items
 
 
@@ -110,6 +109,10 @@ def test_variables_are_exactly_those_of_the_parameter():
 def test_start_end_int_float_percent(raw, value, kind):
     point = parse_time(raw)
     assert (point.value, point.kind) == (pytest.approx(value), kind)
+
+
+def is_active(start, end, epoch, epochs):
+    return is_on({"start": start, "end": end}, {"epoch": epoch, "epochs": epochs})
 
 
 def test_active_range_includes_both_ends():

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from clipig import constraints as C
-from clipig import transforms as T
 from clipig.config.registry import CONSTRAINTS
 from clipig.config.schema import parse_plugin_params
+from clipig.image import constraints as C
+from clipig.image import transforms as T
 
 MEASURES = {"contrast", "edge_mean", "mean", "saturation", "std"}
 # Arguments that give every constraint a loss (and so a gradient) on random images in [0.1, 0.9].

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from clipig import critic, images, weights
-from clipig.images import ImageError
-from clipig.weights import ModelError
+from clipig.critic import images, views, weights
+from clipig.critic import models as critic
+from clipig.critic.images import ImageError
+from clipig.critic.names import parse
+from clipig.critic.weights import ModelError
 
 
 @pytest.fixture(autouse=True)
@@ -234,8 +236,8 @@ def test_gradient_flows_to_pixels_only(tiny):
 
 def test_encode_image_normalises_and_resizes(tiny):
     pixels = torch.rand(1, 3, 224, 224)
-    mean = torch.tensor(critic.OPENAI_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(critic.OPENAI_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(views.OPENAI_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(views.OPENAI_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.allclose(tiny.encode_image(pixels), tiny.model.encode_image((pixels - mean) / std), atol=1e-5)
         small = torch.rand(3, 3, 100, 120)
@@ -331,7 +333,7 @@ def test_encode_image_files_matches_encode_image(tiny, tmp_path):
     assert torch.allclose(features, expected)
 
 
-# ---------------------------------------------------------------- the fast path (clipig.fast_vision)
+# ---------------------------------------------------------------- the fast path (clipig.critic.fast_vision)
 
 def _features_and_gradient(model, pixels, autocast=False):
     pixels = pixels.clone().requires_grad_(True)
@@ -343,7 +345,7 @@ def _features_and_gradient(model, pixels, autocast=False):
 
 def _plain_and_fast(build):
     """Two copies of one model with the same weights, the second sped up."""
-    from clipig import fast_vision
+    from clipig.critic import fast_vision
     plain, fast = build().eval().requires_grad_(False), build().eval().requires_grad_(False)
     fast.load_state_dict(plain.state_dict())
     return plain, fast, fast_vision.speed_up(fast.visual)
@@ -358,7 +360,7 @@ def _assert_same(plain, fast, pixels, feature_tol, grad_tol, autocast=False):
 
 @pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
 def test_vit_fast_path_gives_the_same_features_and_pixel_gradients(arch):
-    plain, fast, changed = _plain_and_fast(lambda: critic._build_random(arch)[0])
+    plain, fast, changed = _plain_and_fast(lambda: critic.random_model(parse(f"random:{arch}"))[0])
     blocks = len(plain.visual.transformer.resblocks)
     assert changed == ["patch embedding as matmul", f"{blocks} attention blocks with one in-projection + SDPA"]
     pixels = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -383,5 +385,5 @@ def test_resnet_runs_channels_last_with_the_same_features():
 
 
 def test_the_critic_uses_the_fast_path(tiny):
-    from clipig.fast_vision import PatchEmbedding
+    from clipig.critic.fast_vision import PatchEmbedding
     assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 2

@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
+from clipig.config.docs import pages
 from clipig.config.schema import walk
-from clipig.docs import pages
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT.parent / "shared" / "spec" / "parameter-reference.md"

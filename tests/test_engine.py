@@ -5,7 +5,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import make_engine
 
 SPOON = """
@@ -66,13 +65,13 @@ targets:
 """
     engine = make_engine(text, "views_per_pass=6")  # automatic mode would probe the critic first
     seen = []
-    encode = tiny.encode_image
+    encode = tiny.encode_seen
 
     class Spy:
         def __getattr__(self, name):
             return getattr(tiny, name)
 
-        def encode_image(self, images, compiled=False):
+        def encode_seen(self, images, compiled=False):
             features = encode(images, compiled)
             seen.append(features.detach())
             return features
@@ -214,7 +213,7 @@ def test_init_image_tensor_and_start_epoch_continue(tiny):
     first.run()
     from clipig.config.loader import load_data
     from clipig.config.schema import validate
-    from clipig.engine import open_run
+    from clipig.run.engine import open_run
     data = load_data(texts=[SPOON.format(epochs=6, batch=1, weight=1.0)],
                      overrides=["model=random:tiny", "verbose=0", "seed=0", "start_epoch=4"])
     data["init"] = {"image_tensor": first.image().tolist()}
@@ -248,7 +247,7 @@ def test_start_epoch_past_the_end_is_a_config_error(tiny):
 
 
 def test_a_feature_never_active_shows_no_weight(tiny):
-    from clipig.report import statistics_table
+    from clipig.files.report import statistics_table
     engine = make_engine("epochs: 3\nresolution: 32\ntargets:\n  - features:\n      - text: a\n"
                          "      - text: b\n        start: 5\n")
     engine.run()
@@ -284,9 +283,9 @@ def test_every_transform_result_and_postproc_result_is_clamped(tiny):
         def __getattr__(self, name):
             return getattr(tiny, name)
 
-        def encode_image(self, images, compiled=False):
-            seen.append(torch.cat(list(images)).detach() if isinstance(images, list) else images.detach())
-            return tiny.encode_image(images, compiled)
+        def encode_seen(self, images, compiled=False):
+            seen.append(images.detach())
+            return tiny.encode_seen(images, compiled)
 
     text = "epochs: 1\nresolution: 16\ntargets:\n  - features:\n      - text: a\n    transforms:\n" \
            "      - mul: 3\n      - add: -1.5\n"
@@ -310,7 +309,7 @@ def test_fair_factors_are_inverse_similarities_over_their_largest(tiny):
                          "      - text: a\n      - text: b\n      - text: c\n")
     target = engine.targets[0]
     with torch.no_grad():
-        start = engine.critic.critics[0].encode_image(engine.fit(engine.canvas.image()[None]))
+        start = engine.critic.critics[0].encode_image(engine.canvas.image()[None])
     s = (target.normed[0] @ F.normalize(start, dim=-1).T)[:, 0]
     assert torch.allclose(target.fair, (1 / s) / (1 / s).max(), rtol=1e-5)
     assert float(target.fair.max()) == 1.0

@@ -8,9 +8,10 @@ import torch
 from clipig.cli import main
 from clipig.config.errors import ConfigError
 from clipig.config.loader import load
-from clipig.critic import Critic, Ensemble, load_critic, open_critic
-from clipig.engine import Engine, open_run
-from clipig.output import save_png
+from clipig.critic.critic import Critic, Ensemble
+from clipig.critic.models import load_critic, open_critic
+from clipig.files.output import save_png
+from clipig.run.engine import Engine, open_run
 from clipig.tools import rate
 
 A, B = "random:tiny", "random:tiny:1"  # the same architecture, weights of seeds 0 and 1
@@ -91,8 +92,8 @@ def test_select_best_and_mix_use_the_ensemble():
 def test_a_target_restricted_to_one_model_is_judged_by_it_alone(monkeypatch):
     alone, alone_losses = run(f"model: {B}\n")
     calls = []
-    original = Critic.encode_image
-    monkeypatch.setattr(Critic, "encode_image", lambda self, images, compiled=False: calls.append(self.name)
+    original = Critic.encode_seen
+    monkeypatch.setattr(Critic, "encode_seen", lambda self, images, compiled=False: calls.append(self.name)
                         or original(self, images, compiled))
     engine, losses = run(f"model: [{A}, {{name: {B}, weight: 0.1}}]\n", f"targets[0].model={B}")
     assert torch.equal(engine.image(), alone.image())
@@ -109,6 +110,42 @@ def test_targets_with_different_models_in_one_run():
     first, other = engine.statistics()
     assert [t.model_names for t in engine.targets] == [[B], [A]]
     assert first["features"][0]["count"] > 0 and other["features"][0]["count"] > 0
+
+
+def small_critic(size: int = 64) -> Critic:
+    """A CLIP of a smaller input than random:tiny's 224 pixels."""
+    from open_clip import get_tokenizer
+    from open_clip.model import CLIP
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIP(embed_dim=16, vision_cfg=dict(image_size=size, layers=1, width=32, patch_size=16, head_width=16),
+                     text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+    return Critic("small", model, get_tokenizer("ViT-B-32"), "cpu")
+
+
+def test_each_model_resizes_the_original_views_not_the_first_models():
+    """The 40x40 views reach the 64-pixel model resized once (40 -> 64), not upsampled to the first model's 224
+    pixels and down again (a model of 336 pixels beside one of 224 would see blurred views)."""
+    from clipig.critic.views import seen
+    tiny, small = load_critic(A), small_critic()
+    config = load(texts=[TWO_FEATURES.format(epochs=1)], overrides=[f"model={A}", "views_per_pass=3"])
+    engine = Engine(config, Ensemble([tiny, small], [1, 1]))
+    made, shown = [], {}
+    target_views = engine.targets[0].views
+    engine.targets[0].views = lambda *a: made.append(target_views(*a)) or made[-1]
+    for critic in (tiny, small):
+        encode = critic.encode_seen
+        critic.encode_seen = lambda pixels, compiled=False, c=critic, e=encode: shown.setdefault(
+            c.name, pixels.detach()) is None or e(pixels, compiled)
+    try:
+        engine.run()
+    finally:
+        del tiny.encode_seen, small.encode_seen
+    views = made[0].detach()
+    assert views.shape[-1] == 40
+    assert torch.equal(shown["small"], seen(views, 64))
+    assert not torch.allclose(shown["small"], seen(seen(views, 224), 64), atol=1e-3)  # what it saw before
+    assert torch.equal(shown[A], seen(views, 224))
 
 
 def test_each_model_sees_the_shared_views_at_its_own_input_size():

@@ -14,8 +14,15 @@ except ImportError:  # package not installed: use the source tree
     from clipig.config import expressions as ex
 
 from clipig.config.expressions import (
-    CONSTANTS, FUNCTIONS, VARIABLE_GROUPS, ExpressionError, compile_expression,
-    learnrate_variables, resolution_variables, similarity_variables, time_variables,
+    CONSTANTS,
+    FUNCTIONS,
+    VARIABLE_GROUPS,
+    ExpressionError,
+    compile_expression,
+    learnrate_variables,
+    resolution_variables,
+    similarity_variables,
+    time_variables,
 )
 
 

@@ -3,7 +3,7 @@
 tests/golden/original.json holds, for small deterministic configurations run by the original with the tiny
 random CLIP of these tests (`random:tiny`, same weights), what it computed: each epoch's loss of every view,
 how many views each target had and each feature was trained with; tests/golden/NAME.start.png and NAME.png
-are its start and final pictures. `benchmarks/fidelity.py --record-golden` writes them (it needs the
+are its start and final pictures. `python -m clipig.bench.fidelity --record-golden` writes them (it needs the
 original). The configurations cover select, fair, scale, the feature losses, targets with weight, start, end
 and batch sizes, every optimizer with learnrate expressions, a resolution change, init and post-processing.
 """
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import make_engine
 from PIL import Image
 
-from conftest import make_engine
-from clipig.output import to_pil
+from clipig.files.output import to_pil
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN = json.loads((GOLDEN_DIR / "original.json").read_text())

@@ -3,7 +3,7 @@
 import torch
 
 from clipig.config.registry import TRANSFORMS
-from clipig.geometry import Views
+from clipig.image.geometry import Views
 
 
 def chain(images, steps, seed, fused: bool):
@@ -44,7 +44,7 @@ def test_fused_views_pass_the_gradient_to_the_one_source_image():
 
 
 def test_wrap_border_equals_circular_padding():
-    from clipig.geometry import _wrapped
+    from clipig.image.geometry import _wrapped
     src = torch.rand(2, 3, 5, 7)
     padded = src.index_select(-2, _wrapped(5, src.device)).index_select(-1, _wrapped(7, src.device))
     assert torch.equal(padded, torch.nn.functional.pad(src, (1, 1, 1, 1), mode="circular"))

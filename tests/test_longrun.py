@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import make_engine
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from clipig import finite, memory
 from clipig.cli import main
-from clipig.engine import Engine
-from clipig.state import load as load_state
+from clipig.files.statefile import load as load_state
+from clipig.run import guard as finite
+from clipig.run import passes as memory
+from clipig.run.engine import Engine
 from clipig.tools import workers
-
-from conftest import make_engine
 
 TINY = ["--model", "random:tiny", "--device", "cpu", "-q"]
 
@@ -98,7 +98,7 @@ def test_snapshots_carry_provenance_and_other_pngs_are_refused(tmp_path, tiny, c
         if event.kind == "epoch" and event.epoch == 4:
             seen.update(json.loads(Image.open(tmp_path / "s.png").text["clipig:run"]))
 
-    from clipig.output import OutputWriter
+    from clipig.files.output import OutputWriter
     engine = make_engine(EXPERIMENT.replace("snapshot_interval: 0", "snapshot_interval: 2"))
     engine.listeners = [OutputWriter(engine.config, tmp_path / "s.png"), spy]
     engine.run()
@@ -174,14 +174,13 @@ def test_interrupted_and_resumed_equals_uninterrupted_byte_for_byte(tmp_path, ti
 
 
 def test_the_time_per_epoch_counts_the_epochs_of_the_runs_a_resumed_run_continues():
-    from types import SimpleNamespace
-
     from clipig.config.loader import load
-    from clipig.output import sidecar_text
+    from clipig.files.output import sidecar_text
+    from clipig.run.events import Facts
     config = load(texts=["epochs: 8\nstart_epoch: 2\n"])
-    run = SimpleNamespace(seed=1, epoch=6, epochs=8, epochs_done=1, runtime=80.0, device="cpu", config=config,
-                          statistics=lambda: [])  # 4 epochs in 80 s, of which 1 in this run
-    assert "# runtime: 1m20s (20.000s per epoch) on cpu" in sidecar_text(config, run, "stopped")
+    facts = Facts(seed=1, epoch=6, epochs=8, epochs_done=1, first_epoch=2, runtime=80.0, device="cpu",
+                  precision="fp32", models=(), statistics=[], continued=False)  # 4 epochs in 80 s, 1 in this run
+    assert "# runtime: 1m20s (20.000s per epoch) on cpu" in sidecar_text(config, facts, "stopped")
 
 
 def test_epochs_extend_a_finished_run_into_a_new_image(tmp_path, tiny, capsys):
@@ -220,7 +219,7 @@ def test_a_half_finished_job_goes_on_from_its_state(tmp_path, tiny, monkeypatch)
 # ---------------------------------------------------------------- video
 
 def frames(path) -> list:
-    from clipig.video import read_frames
+    from clipig.files.video import read_frames
     return list(read_frames(path))
 
 
@@ -300,7 +299,7 @@ def epoch_memory(views_per_pass: int) -> int:
     code = f"""
 import ctypes
 from clipig.config.loader import load
-from clipig.engine import open_run
+from clipig.run.engine import open_run
 
 def kib(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
@@ -341,7 +340,7 @@ class BackwardRunsOut(torch.autograd.Function):
 @pytest.mark.parametrize("where, fits, steps", [("forward", 6, [3]), ("backward", 6, [3]), ("forward", 2, [3, 1])])
 def test_automatic_passes_step_down_after_running_out_of_memory(tiny, monkeypatch, caplog, where, fits, steps):
     monkeypatch.setattr(memory, "free_memory", lambda device: 1e15)  # "everything fits"
-    encode = tiny.encode_image
+    encode = tiny.encode_seen
 
     def limited(images, compiled=False):  # the device can only take `fits` views at once
         if len(images) > fits and torch.is_grad_enabled():
@@ -351,14 +350,14 @@ def test_automatic_passes_step_down_after_running_out_of_memory(tiny, monkeypatc
         return encode(images, compiled)
 
     text = MANY_VIEWS + "postproc:\n  - blur: {kernel_size: 3}\n"  # the retried epoch must not blur twice
-    monkeypatch.setattr(tiny, "encode_image", limited)
+    monkeypatch.setattr(tiny, "encode_seen", limited)
     engine = make_engine(text)
-    with caplog.at_level(logging.WARNING, "clipig.memory"):
+    with caplog.at_level(logging.WARNING, "clipig.run.passes"):
         assert engine.run() == "done"
     assert engine.passes.size == steps[-1] and engine.passes.largest == steps[-1]  # 7 views did not fit, 7 // 2 ...
     assert re.findall(r"out of memory at epoch (\d+): retrying with (\d+) views per pass", caplog.text) == [
         ("0", str(n)) for n in steps]
-    monkeypatch.setattr(tiny, "encode_image", encode)
+    monkeypatch.setattr(tiny, "encode_seen", encode)
     fixed = make_engine(text, f"views_per_pass={steps[-1]}")
     fixed.run()
     # the retried epoch drew the same random numbers, from the same image, and counted once
@@ -370,7 +369,8 @@ def test_automatic_passes_step_down_after_running_out_of_memory(tiny, monkeypatc
 
 def test_automatic_passes_fit_the_measured_size_into_free_memory(tiny, monkeypatch):
     engine = make_engine(MANY_VIEWS)
-    per_view = memory.bytes_per_view(engine, engine.critic.critics[0], (3, 224, 224))
+    per_view = memory.bytes_per_view(engine.critic.critics[0], (3, 224, 224), engine.autocast, engine.precision,
+                                      engine.device)
     assert 10_000 < per_view < 50 * 2**20
     monkeypatch.setattr(memory, "free_memory", lambda device: per_view * 3 / memory.USABLE + 1)
     engine.run()
@@ -392,8 +392,8 @@ LARGE_RATE = "learnrate=1 if epoch < 3 else 1e30"
 def test_a_nan_from_an_expression_stops_cleanly_and_keeps_the_last_finite_image(tmp_path, tiny, capsys, monkeypatch,
                                                                                 settings, message, deferred):
     init = finite.Guard.__init__
-    monkeypatch.setattr(finite.Guard, "__init__", lambda self, engine: init(self, engine) or setattr(
-        self, "deferred", deferred))
+    monkeypatch.setattr(finite.Guard, "__init__", lambda self, *args, **kwargs: init(self, *args, **kwargs) or
+                        setattr(self, "deferred", deferred))
     text = "epochs: 6\nresolution: 32\nseed: 1\ntargets:\n  - features: [{text: a spoon}]\n    transforms: [{noise: .1}]\n"
     config = write(tmp_path, text)
     sets = [arg for setting in settings for arg in ("--set", setting)]

@@ -7,16 +7,16 @@ them); here a fixed sample of those cases runs, and one case of each kind of fai
 
 from pathlib import Path
 
+import mangle
 import pytest
 
-import mangle
 from clipig.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_sample_of_mangled_examples_renders_or_explains(tmp_path, tiny):
-    files = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("benchmarks/*.yaml")])
+    files = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("src/clipig/bench/configs/*.yaml")])
     sample = list(mangle.cases(files))[::101]
     assert len(sample) > 150
     bad = []

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from clipig import critic as critic_module
-from clipig.critic import ModelError, known_models, load_critic
-from clipig.mini import evaluate, model, world
+from clipig.critic import mini as model
+from clipig.critic import models as critic_module
+from clipig.critic.models import known_models, load_critic
+from clipig.critic.weights import ModelError
+from clipig.mini import evaluate, train, world
 
 
 @pytest.mark.parametrize("name", ["mini", "mini-referee"])
@@ -122,7 +124,7 @@ def test_every_word_of_the_world_has_its_own_embedding_row():
     """Each token of each word is in the stored vocabulary (a word outside it would read the shared row of
     unknown words, so `a red square` and `a white star` would be the same text)."""
     import open_clip
-    vocab = set(model.vocabulary())
+    vocab = set(train.vocabulary())
     full = open_clip.get_tokenizer(model.TOKENIZER)
     for word in world.words():
         assert set(full([word])[0].tolist()) <= vocab, word

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import make_engine
 from PIL import Image
 
 from clipig.mini import world
 from clipig.mini.reading import READ_SIZE, nearest_colour, shapes_shown
-from conftest import make_engine
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RED_CIRCLE = "a red circle on a blue background"

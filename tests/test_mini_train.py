@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipig.critic import load_critic
-from clipig.mini import evaluate, model as mini, train, world
+from clipig.critic import mini
+from clipig.critic.models import load_critic
+from clipig.mini import evaluate, train, world
 
 
 def trained_at_init():

@@ -115,8 +115,9 @@ def test_scenes_are_deterministic_from_the_seed():
 
 
 def test_every_word_is_a_known_token():
-    from clipig.mini import model
-    vocab = set(model.vocabulary())
+    from clipig.critic import mini as model
+    from clipig.mini import train
+    vocab = set(train.vocabulary())
     tokens = model.tokenizer()([" ".join(world.words())])[0]
     assert set(tokens.tolist()) <= vocab
     assert max(vocab) == 49407 and math.isfinite(len(vocab))

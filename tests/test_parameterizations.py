@@ -4,16 +4,15 @@ through resizing, post-processing and continuing, and is chosen and recorded thr
 import pytest
 import torch
 import yaml
+from conftest import make_engine
 
 from clipig.config.errors import ConfigError
 from clipig.config.loader import load
 from clipig.config.registry import PARAMETERIZATIONS
-from clipig.engine import open_run
-from clipig.output import save_png, sidecar_text
-from clipig.parameterizations import create, rebuilt
-from clipig.pixels import resize
-
-from conftest import make_engine
+from clipig.files.output import save_png, sidecar_text
+from clipig.image.parameterizations import create, rebuilt
+from clipig.image.start import resize
+from clipig.run.engine import open_run
 
 TYPES = sorted(PARAMETERIZATIONS)
 KINDS = [f"{{type: {name}, decorrelate: {d}}}" for name in TYPES for d in ("false", "true")]
@@ -179,7 +178,7 @@ def test_options_are_validated_with_paths():
 def test_the_sidecar_records_it_and_renders_the_same_again(tiny, tmp_path):
     engine = make_engine(SPOON + "parameterization: {type: fft, decorrelate: true}\n")
     engine.run()
-    text = sidecar_text(engine.config, engine)
+    text = sidecar_text(engine.config, engine.facts())
     assert yaml.safe_load(text)["parameterization"] == {"type": "fft", "decay": 1.0, "decorrelate": True}
     again = open_run(load(texts=[text], overrides=["verbose=0"]))
     again.run()

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_engine
 
 from clipig.config.errors import ConfigError
-from conftest import make_engine
 
 SPOON = """
 epochs: 8
@@ -85,7 +85,7 @@ def test_compile_matches_eager(tiny, monkeypatch):
 
 
 def test_a_failing_compiler_is_a_clear_error(tiny, monkeypatch):
-    from clipig.critic import ModelError
+    from clipig.critic.weights import ModelError
 
     def broken(module):
         def call(*args):

@@ -5,8 +5,9 @@ import re
 import numpy as np
 import pytest
 
-from clipig.critic import open_critic
-from clipig.mini import evaluate, quality, world
+from clipig.bench import quality
+from clipig.critic.models import open_critic
+from clipig.mini import evaluate, world
 
 
 def scene(text: str, seed: int):
@@ -39,7 +40,7 @@ def test_an_ensembles_similarity_is_the_weighted_mean_of_its_models():
 
 
 def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
-    from clipig.bench import main
+    from clipig.bench.speed import main
     assert main(["--quality", "plain", "fft", "ensemble", "coarse-to-fine", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("|") and re.search(r"\d%", line)]
@@ -53,7 +54,7 @@ def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
 
 
 def test_unknown_rows_are_refused_with_the_list(capsys):
-    from clipig.bench import main
+    from clipig.bench.speed import main
     with pytest.raises(SystemExit) as e:
         main(["--quality", "fancy"])
     assert e.value.code == 2

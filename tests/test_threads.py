@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from clipig import threads
+from clipig.run import threads
 
 
 def test_threads_must_be_a_positive_whole_number():

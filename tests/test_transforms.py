@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from clipig import transforms as T
 from clipig.config.expressions import time_variables
 from clipig.config.registry import TRANSFORMS
 from clipig.config.schema import parse_plugin_params
+from clipig.image import transforms as T
 
 # A typical YAML value of every transform: run on small batches and checked for gradients.
 EXAMPLES = {

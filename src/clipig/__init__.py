@@ -8,4 +8,4 @@ __version__ = "0.1.0"
 if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning, which a shared machine punishes ~3x
 
-from . import catalogue  # noqa: E402,F401  (fills the registries, after the OpenMP setting above)
+from . import image  # noqa: E402,F401  (fills the registries, after the OpenMP setting above)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import re
 import sys
 import warnings
 from pathlib import Path
 
-from . import threads
+from .run import threads
 
 COMMANDS = ("render", "models", "docs", "gui", "rate", "rank", "batch", "bench", "info", "replay", "resume")
 
@@ -56,22 +57,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no output (verbose: 0)")
 
 
-SHORTHANDS = ("output", "model", "device", "epochs", "resolution", "learnrate", "optimizer", "snapshot_interval",
-              "seed", "verbose")
-
-
 def overrides_of(args) -> list[str]:
     """All overrides: --set first, then the shorthand flags (they win)."""
-    result = list(args.overrides)
-    for name in SHORTHANDS:
-        value = getattr(args, name, None)
-        if value is not None:
-            result.append(f"{name}={value!r}" if isinstance(value, (int, float)) else f"{name}={_yaml_scalar(value)}")
-    if getattr(args, "video", None) is not None:
-        result.append(f"video.file={_yaml_scalar(args.video)}")
-    if getattr(args, "quiet", False):
-        result.append("verbose=0")
-    return result
+    from .config.loader import shorthand_overrides
+    return list(args.overrides) + shorthand_overrides(vars(args))
 
 
 def original_argv(argv: list[str]) -> list[str]:
@@ -95,22 +84,13 @@ def original_argv(argv: list[str]) -> list[str]:
     return result
 
 
-def _yaml_scalar(text: str) -> str:
-    """Keep strings like `ViT-B/32` or `out/` strings when read back as YAML; `[a, b]` stays a YAML list (an
-    ensemble: `--model "[ViT-B/32, RN50]"`)."""
-    import json
-    if text.lstrip("-").replace(".", "", 1).isdigit() or text.strip().startswith("["):
-        return text
-    return json.dumps(text)
-
-
 def render(argv: list[str]) -> int:
     args = render_parser().parse_intermixed_args(original_argv(argv))
     from .config.errors import ConfigError
     from .config.loader import STDIN, load_data
     from .config.schema import validate
-    from .output import output_path
-    from .runner import run_to_files
+    from .files.output import output_path
+    from .files.runner import run_to_files
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
@@ -132,7 +112,7 @@ def render(argv: list[str]) -> int:
 def models(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="clipig models", description="List known CLIP models and which are cached.") \
         .parse_args(argv)
-    from .critic import known_models
+    from .critic.models import known_models
     for m in known_models():
         print(f"{m['name']:<45} {m['source']:<10} {'cached' if m['cached'] else ''}")
     return 0
@@ -142,7 +122,7 @@ def docs(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="clipig docs", description="Write the generated reference documentation.")
     p.add_argument("-o", "--output", default="docs/", help="directory to write into (default: docs/)")
     args = p.parse_args(argv)
-    from .docs import write_docs
+    from .config.docs import write_docs
     for path in write_docs(Path(args.output)):
         print(path)
     return 0
@@ -156,18 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     from .config.errors import ConfigError
     warnings.showwarning = _show_warning
     from .config.expressions import ExpressionError
-    from .images import ImageError
-    from .weights import ModelError
+    from .critic.images import ImageError
+    from .critic.weights import ModelError
     command = argv[0] if argv and argv[0] in COMMANDS else "render"
     rest = argv[1:] if argv and argv[0] in COMMANDS else argv
-    from .finite import NonFiniteError
-    from .rerun import info, replay, resume
+    from .run.guard import NonFiniteError
+    from .tools.rerun import info, replay, resume
     try:
         handler = {"render": render, "models": models, "docs": docs, "info": info, "replay": replay,
                    "resume": resume}.get(command)
         if handler is None:
-            module = __import__(f"clipig.tools.{command}", fromlist=["main"]) if command in (
-                "rate", "rank", "batch") else __import__(f"clipig.{command}", fromlist=["main"])
+            module = importlib.import_module({"rate": ".tools.rate", "rank": ".tools.rank", "batch": ".tools.batch",
+                                              "bench": ".bench.speed", "gui": ".gui"}[command], __package__)
             handler = module.main
         return handler(rest)
     except (ConfigError, ExpressionError, ImageError) as e:
@@ -202,7 +182,7 @@ SIZES = ("Lower `resolution`, `batch_size` or the sizes in the transforms (resiz
 
 def _resource_error(error: BaseException) -> str | None:
     """The message for torch running out of memory or of number range during the run; None for other errors."""
-    from .memory import out_of_memory
+    from .run.passes import out_of_memory
     text = " ".join(str(error).split())
     lower = text.lower()
     if out_of_memory(error):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -177,3 +178,29 @@ def load_data(files: list[str | Path] = (), texts: list[str] = (), overrides: li
 def load(files: list[str | Path] = (), texts: list[str] = (), overrides: list[str] = ()) -> Node:
     """Read, merge, override and validate: the one way from YAML to a validated experiment."""
     return validate(load_data(files, texts, overrides))
+
+
+SHORTHANDS = ("output", "model", "device", "epochs", "resolution", "learnrate", "optimizer", "snapshot_interval",
+              "seed", "verbose")  # the command line's shorthands for `--set NAME=VALUE`
+
+
+def shorthand_overrides(settings: dict) -> list[str]:
+    """Overrides of the shorthands in `settings` (None: not given), `video` (video.file) and `quiet`."""
+    result = []
+    for name in SHORTHANDS:
+        value = settings.get(name)
+        if value is not None:
+            result.append(f"{name}={value!r}" if isinstance(value, (int, float)) else f"{name}={yaml_scalar(value)}")
+    if settings.get("video") is not None:
+        result.append(f"video.file={yaml_scalar(settings['video'])}")
+    if settings.get("quiet"):
+        result.append("verbose=0")
+    return result
+
+
+def yaml_scalar(text: str) -> str:
+    """A value of the command line as YAML text: strings like `ViT-B/32` or `out/` stay strings; numbers and
+    `[a, b]` (a list, e.g. an ensemble: `--model "[ViT-B/32, RN50]"`) stay what YAML reads them as."""
+    if text.lstrip("-").replace(".", "", 1).isdigit() or text.strip().startswith("["):
+        return text
+    return json.dumps(text)

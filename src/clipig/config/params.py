@@ -26,9 +26,8 @@ def at_least(n):
     return lambda v: None if all(x >= n for x in (v if isinstance(v, list) else [v])) else f"must be at least {n}"
 
 
-def start_param(what: str, groups=TIME) -> Param:
-    return Param("time", 0.0, groups=groups, doc=f"Start of {what}; inactive before this time. {START_DOC}")
-
-
-def end_param(what: str, groups=TIME) -> Param:
-    return Param("time", 1.0, groups=groups, doc=f"End of {what}; inactive after this time. {START_DOC}")
+def timing(what: str, groups=TIME) -> dict[str, Param]:
+    """`start` and `end` of a target, feature, transform, post-processing entry or constraint (whose bounds
+    may read the variables of its `groups`); `timing.is_on` reads them."""
+    return {"start": Param("time", 0.0, groups=groups, doc=f"Start of {what}; inactive before this time. {START_DOC}"),
+            "end": Param("time", 1.0, groups=groups, doc=f"End of {what}; inactive after this time. {START_DOC}")}

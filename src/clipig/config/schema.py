@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .errors import ConfigError, warn
-from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, end_param, start_param
+from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, timing
 from .registry import CONSTRAINTS, PARAMETERIZATIONS, TRANSFORMS, PluginSpec, Registry
 from .values import Param, Value, suggest
 
@@ -99,8 +99,7 @@ class Chosen:
 
 ENTRY_FIELDS = {
     "active": Param("bool", True, doc="A boolean to turn the entry off during development without deleting it."),
-    "start": start_param("the entry"),
-    "end": end_param("the entry"),
+    **timing("the entry"),
 }
 
 
@@ -112,8 +111,7 @@ def build_schema() -> Section:
         "image": Param("str", doc="Path or URL of an image whose CLIP feature is the target. The image is resized "
                        "to the CLIP input size, ignoring the aspect ratio. URLs are downloaded once and cached "
                        "under the user cache (`~/.cache/clipig/img/<md5 of url>`)."),
-        "start": start_param("the feature"),
-        "end": end_param("the feature"),
+        **timing("the feature"),
         "weight": Param("float", 1.0, groups=FEATURE_VARS, doc=(
             "A weight to control the influence of the feature. Negative weights are allowed and roughly mean: "
             "generate an image that is least like that feature. An expression that reads `sim` is evaluated for "
@@ -131,8 +129,7 @@ def build_schema() -> Section:
     target = Section("A target: features, transforms and constraints that drive the image.", {
         "active": Param("bool", True, doc="A boolean to turn the target off without deleting it."),
         "name": Param("str", "target", doc="The name of the target, shown in the statistics."),
-        "start": start_param("the whole target"),
-        "end": end_param("the whole target"),
+        **timing("the whole target"),
         "weight": Param("float", 1.0, groups=CONSTRAINT_VARS, doc=(
             "Multiplied with the loss of each view (its features and constraints). Its `sim` is the view's mean "
             "similarity to all features of the target.")),

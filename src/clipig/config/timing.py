@@ -40,19 +40,18 @@ def parse_time(raw) -> TimePoint:
     raise ValueError(f"expected an epoch (int), a fraction (float) or a percentage like '23.5%', got {raw!r}")
 
 
-def is_active(start: TimePoint, end: TimePoint, epoch: int, epochs: int) -> bool:
-    """Active from `start` to `end`, both inclusive: an epoch bound is compared with the epoch, a fraction
-    with `t` of the epoch (so `end: 1.0` includes the last epoch and `end: 3` the fourth)."""
-    t = run_time(epoch, epochs)
-    begun = start.value <= (epoch if start.kind == "epoch" else t)
-    return begun and (epoch if end.kind == "epoch" else t) <= end.value
-
-
-def is_on(node, variables: dict) -> bool:
+def is_on(entry, variables: dict) -> bool:
     """Whether a target, feature, constraint, transform or postproc entry is on at `variables["epoch"]` (of
-    `variables["epochs"]`): its `active` flag, where it has one, and its `start`/`end`, which may be
-    expressions of the variables."""
-    active = node.get("active")
-    if active is not None and not active(variables):
+    `variables["epochs"]`): its `active` flag, where it has one, and its `start`/`end` (both inclusive: an
+    epoch bound is compared with the epoch, a fraction with `t` of the epoch). `entry` holds the values
+    (expressions of the variables, evaluated here) or, for a constraint, whose bounds may read the similarity
+    of each view, its evaluated arguments."""
+    def value(name):
+        v = entry.get(name)
+        return v(variables) if callable(v) else v
+    active = value("active")
+    if active is not None and not active:
         return False
-    return is_active(node["start"](variables), node["end"](variables), variables["epoch"], variables["epochs"])
+    start, end = value("start"), value("end")
+    epoch, t = variables["epoch"], run_time(variables["epoch"], variables["epochs"])
+    return start.value <= (epoch if start.kind == "epoch" else t) and (epoch if end.kind == "epoch" else t) <= end.value

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import threads
+from ..run import threads
 
 DEFAULT_PORT = 8765
 PORT_TRIES = 20  # like Jupyter: with the default port busy, the next ones are tried

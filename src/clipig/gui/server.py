@@ -153,7 +153,7 @@ def serve_static(name: str, headers: dict | None = None) -> web.Response:
 
 
 def png_bytes(image) -> bytes:
-    from ..output import to_pil
+    from ..files.output import to_pil
     buffer = io.BytesIO()
     to_pil(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -204,7 +204,7 @@ async def call(fn, *args) -> web.Response:
     """Run a session command in a thread; errors become {ok: false, error: {...}}."""
     from ..config.errors import ConfigError
     from ..config.expressions import ExpressionError
-    from ..weights import ModelError
+    from ..critic.weights import ModelError
     try:
         result = await in_thread(fn, *args)
     except (ConfigError, ExpressionError, ModelError, Refused, OSError) as e:
@@ -290,7 +290,7 @@ async def save_config(request: web.Request) -> web.Response:
         same = session.file is not None and path.resolve() == session.file.resolve()
         if path.exists() and not same and not data.get("overwrite"):
             return {"exists": True, "path": str(path)}
-        from ..output import atomic_write
+        from ..files.output import atomic_write
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: f.write(text.encode("utf-8")))
         with session.lock:

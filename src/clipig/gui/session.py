@@ -101,7 +101,7 @@ class History:
 
 
 class Session:
-    """State of the live editor. Methods are called from the server's threads; the listener `_on_event`
+    """State of the live editor. Methods are called from the server's threads; the listener `on_event`
     runs in the training thread. `lock` guards everything the two share."""
 
     def __init__(self, file: Path | None = None, text: str | None = None):
@@ -112,7 +112,7 @@ class Session:
         self.status = "idle"  # idle | loading | running | stopping | stopped | done | error
         self.message = ""
         self.error: dict | None = None
-        self.engine = None  # the current or last Engine (only to stop it)
+        self.training = None  # the Engine of the current or last run (only to stop it)
         self.last = None  # the last event of the current or last run
         self.plain_config = None  # the last run's config as written (for the sidecar)
         self.thread: threading.Thread | None = None
@@ -192,7 +192,7 @@ class Session:
         """Start training with `text`: continuing from the current pixels and epoch unless `fresh` or there are
         none. Raises Refused (running, finished) or ConfigError (invalid text)."""
         from ..config.errors import ConfigError
-        from ..config.loader import LocDict, load_data
+        from ..config.loader import load_data
         from ..config.schema import validate
         with self.lock:
             if self.running:
@@ -208,25 +208,19 @@ class Session:
                 raise
             if fresh:
                 self._clear()
+            state = None  # the run goes on from the pixels and epoch it stopped at, as `clipig resume` does
             if self.pixels is not None:
                 if self.epoch >= plain.epochs():
                     raise Refused(f"finished: epoch {self.epoch} of {plain.epochs()}; raise `epochs` to go on, "
                                   f"or Reset to start again from noise")
-                continued = load_data(texts=[text])
-                if not isinstance(continued.get("init"), dict):
-                    continued["init"] = LocDict(loc=("<config>", None))
-                continued["init"]["image_tensor"] = self.pixels.tolist()
-                continued["start_epoch"] = self.epoch
-                config = validate(continued)
-            else:
-                config = plain
+                state = {"epoch": self.epoch, "image": self.pixels}
             self.plain_config = plain
             self.error = None
             self.status, self.message = "loading", "loading the model"
-            self.epochs = config.epochs()
-            self.epoch = config.start_epoch()
+            self.epochs = plain.epochs()
+            self.epoch = plain.start_epoch() if state is None else state["epoch"]
             self.stop_flag.clear()
-            self.thread = threading.Thread(target=self._work, args=(config, data), name="clipig-training",
+            self.thread = threading.Thread(target=self._work, args=(plain, data, state), name="clipig-training",
                                            daemon=True)
             self.thread.start()
             self.changed()
@@ -237,8 +231,8 @@ class Session:
             thread = self.thread
             if self.running:
                 self.stop_flag.set()
-                if self.engine is not None:
-                    self.engine.stop()
+                if self.training is not None:
+                    self.training.stop()
                 self.status, self.message = "stopping", "stopping after this epoch"
                 self.changed()
         if wait and thread is not None:
@@ -289,7 +283,7 @@ class Session:
 
     def save_image(self) -> tuple[Path, Path | None]:
         """Save the current image as the CLI would (never overwriting) with its sidecar YAML."""
-        from ..output import output_path, png_text, reserve, save_png, sidecar_text, write_sidecar
+        from ..files.output import output_path, png_text, reserve, save_png, sidecar_text, write_sidecar
 
         def save():
             run, config = self.last, self.plain_config
@@ -298,18 +292,18 @@ class Session:
             path = reserve(output_path(config.output(), str(self.file) if self.file else None))
             image = run.image() if self.running else self.pixels.clamp(0, 1)
             reason = "done" if run.epoch >= run.epochs else "stopped"
-            save_png(image, path, png_text(self.engine or run.engine, reason, config))
+            save_png(image, path, png_text(run.facts(), reason, config))
             sidecar = path.with_suffix(".yaml")
             if self.file is not None and sidecar.resolve() == self.file.resolve():
                 return path, None  # not even a new, still unsaved config file is taken for the sidecar
-            written = write_sidecar(sidecar, sidecar_text(config, run, reason))
+            written = write_sidecar(sidecar, sidecar_text(config, run.facts(), reason))
             return path, sidecar if written else None
 
         return self.in_worker(save)
 
     def snapshots_video(self) -> bytes:
         """The snapshots as an MP4, scaled to the last one's size (a few seconds long)."""
-        from ..video import frame_of, video_bytes
+        from ..files.video import frame_of, video_bytes
         with self.lock:
             pictures = [s.pixels.clamp(0, 1) for s in self.snapshots]
         if not pictures:
@@ -331,20 +325,20 @@ class Session:
         self.history.clear()
         self.snapshots.clear()
 
-    def _work(self, config, data) -> None:
-        from ..engine import open_run
+    def _work(self, config, data, state) -> None:
+        from ..run.engine import open_run
         engine = None
         try:
-            engine = open_run(config, [self._on_event])
+            engine = open_run(config, [self.on_event], state=state)
             with self.lock:
-                self.engine = engine
+                self.training = engine
                 if self.stop_flag.is_set():
                     engine.stop()
             engine.run()
         except Exception as e:  # noqa: BLE001 - every failure is shown on the page
             from ..config.errors import ConfigError
             from ..config.expressions import ExpressionError
-            from ..weights import ModelError
+            from ..critic.weights import ModelError
             if not isinstance(e, (ConfigError, ExpressionError, ModelError)):
                 traceback.print_exc(file=sys.stderr)
             with self.lock:
@@ -364,7 +358,7 @@ class Session:
         self.epoch = run.epoch
         self.frame, self.frame_version = self.pixels.clamp(0, 1), self.frame_version + 1
 
-    def _on_event(self, event) -> None:
+    def on_event(self, event) -> None:
         now = time.monotonic()
         self.last = event
         if event.kind == "start":
@@ -414,7 +408,7 @@ class Session:
 
     def _sample(self, event, now: float) -> None:
         """Statistics, rate and a plot point (training thread, a few times per second)."""
-        from ..report import statistics_table
+        from ..files.report import statistics_table
         self._last_sample = now
         total = event.statistics()
         loss = float(self._loss_sum) / self._loss_count if self._loss_count else None

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import evaluate, model as mini, world
+from ..critic import mini
+from ..critic.views import OPENAI_MEAN, OPENAI_STD
+from . import evaluate, world
 
 FOOL_STEP = 0.02  # each step of the optimiser-made pictures moves their pixels by this much (RMS)
 FOOL_POOL, FOOL_RESTART = 4, 0.01  # pool size (times the pictures per step); share started again per use
@@ -38,6 +40,14 @@ SHAPE_TWINS = 0.5  # share of the one-word twins that differ in the shape
 PROBES = {"shape": world.SHAPES, "colour": tuple(world.COLOURS), "background": tuple(world.COLOURS),
           "size": tuple(world.SIZES), "place": tuple(world.PLACES), "count": (1, 2, 3),
           "texture": ("striped", "plain"), "shape2": world.SHAPES, "colour2": tuple(world.COLOURS)}
+
+
+def vocabulary() -> list[int]:
+    """BPE ids of every token of the world's words (with start, end and padding), ascending; the end token,
+    49407, stays the largest, as open_clip's text pooling (argmax of the ids) needs. Each word is tokenized
+    on its own: all words in one text would not fit into the context."""
+    ids = mini.tokenizer()(world.words())
+    return sorted(set(ids.flatten().tolist()) | {0})
 
 
 def batch(seed: int, step: int, size: int, image_size: int):
@@ -267,7 +277,7 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     size = {**mini.SIZE, **args.size}
-    vocab = mini.vocabulary()
+    vocab = vocabulary()
     compact, tokenize = mini.Compact(vocab), mini.tokenizer()
     model = mini.build(size, len(vocab))
     if args.init:  # go on from a checkpoint (its size and vocabulary)
@@ -378,7 +388,7 @@ def encoders(model, compact, tokenize):
 
 def evaluate_checkpoint(path: Path, scenes: int) -> dict:
     """Accuracy of a written checkpoint, loaded and run as the critic runs it."""
-    from ..critic import Critic
+    from ..critic.critic import Critic
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     critic = Critic(path.stem, mini.expand(checkpoint), mini.tokenizer(), "cpu")
     return evaluate.zero_shot(critic.encode_image, critic.encode_text, critic.input_size, scenes)
@@ -391,11 +401,11 @@ def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _mean():
-    return torch.tensor(world.MEAN).view(1, 3, 1, 1)
+    return torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
 
 
 def _std():
-    return torch.tensor(world.STD).view(1, 3, 1, 1)
+    return torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
 
 
 def _cpu_name() -> str:

@@ -42,8 +42,6 @@ KINDS = {"single": 0.6, "count": 0.15, "pair": 0.25}  # how often `sample` draws
 MENTION = {"size": 0.3, "texture": 0.15, "place": 0.25, "background": 0.9, "colour": 0.95}
 JITTER = 14  # colours vary by up to this much per channel (0..255), so names cover a small range
 SUPERSAMPLE = 4
-MEAN = (0.48145466, 0.4578275, 0.40821073)  # pixel normalisation: OpenAI CLIP's, as the critic's default
-STD = (0.26862954, 0.26130258, 0.27577711)
 EXTENT = 1.2  # the farthest point of any shape, in radii
 
 

@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
 
 def write_index(root: Path, stems: list[str], axes, cells: dict) -> Path:
     """The gallery: columns are the first grid's values, rows the combinations of the others."""
-    from ..output import atomic_write
+    from ..files.output import atomic_write
     columns = axes[0][1]
     rows = list(itertools.product(*(values for _, values in axes[1:])))
     grid = [[[cells.get((t, (col, *row))) for col in columns] for row in rows] for t in range(len(stems))]

@@ -74,13 +74,8 @@ def lines(path: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def quantize(image: torch.Tensor) -> torch.Tensor:
-    """[3,H,W] in [0,1] -> the same 8-bit values a PNG holds (as written by clipig.output.to_pil)."""
-    return torch.floor(image.clamp(0, 1) * 255.0 + 0.5) / 255.0
-
-
 def _cache_file(critic, path: str, how: str) -> Path:
-    from ..weights import cache_dir
+    from ..critic.weights import cache_dir
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", critic.name).strip("_")
     return cache_dir() / "features" / model / f"{digest}.{how}.pt"
@@ -91,7 +86,7 @@ def image_features(critic, paths: list[str], reference: bool = False, cache: boo
                    ) -> tuple[torch.Tensor, list[str]]:
     """[N, D] features of the image files that could be read, and their paths: as the engine sees pixels, or
     (`reference`) as a target image feature. An unreadable file is left out with a warning."""
-    from ..images import ImageError
+    from ..critic.images import ImageError
     rows, kept = [], []
     for path in paths:
         try:
@@ -104,8 +99,8 @@ def image_features(critic, paths: list[str], reference: bool = False, cache: boo
 
 
 def _features(critic, path: str, reference: bool, cache: bool) -> torch.Tensor:
-    from ..images import load_image
-    from ..output import atomic_write
+    from ..critic.images import load_image
+    from ..files.output import atomic_write
     file = None
     if cache and not path.lower().startswith(("http://", "https://")):
         file = _cache_file(critic, path, "reference" if reference else "pixels")
@@ -163,7 +158,7 @@ def table(images: list[str], labels: list[str], values: list[list[float]]) -> st
 def main(argv: list[str]) -> int:
     args = parser().parse_args(_cache_value(argv))
     from ..config.errors import ConfigError
-    from ..critic import load_critic
+    from ..critic.models import load_critic
     models = list(dict.fromkeys(args.model or ["ViT-B/32"]))
     texts = args.text + [t for f in args.text_file for t in lines(f)]
     references = args.references + [str(Path(f).parent / r) if not Path(r).is_absolute() and "://" not in r

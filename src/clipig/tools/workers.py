@@ -30,9 +30,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..config.errors import ConfigError
-from ..output import atomic_write
-from ..report import duration
-from ..threads import configure, usable_cores
+from ..files.output import atomic_write
+from ..files.report import duration
+from ..run.threads import configure, usable_cores
 
 RETRIES = 1
 _DEVICE: str | None = None  # the device of this worker process, set by _init_worker
@@ -56,15 +56,12 @@ def add_options(p: argparse.ArgumentParser, every: str = "") -> None:
 
 def overrides(args) -> list[str]:
     """--set overrides, then the --model/--device shorthands."""
-    from ..cli import _yaml_scalar
-    return args.overrides + [f"{k}={_yaml_scalar(v)}" for k, v in
-                             (("model", args.model), ("device", args.device)) if v is not None]
+    from ..config.loader import shorthand_overrides
+    return args.overrides + shorthand_overrides({"model": args.model, "device": args.device})
 
 
 def _keyed(data: dict) -> dict:
-    data = {k: v for k, v in data.items() if k not in UNKEYED}
-    data["init"] = {k: v for k, v in (data.get("init") or {}).items() if k != "image_tensor"}
-    return data
+    return {k: v for k, v in data.items() if k not in UNKEYED}
 
 
 def job_key(job: dict) -> str:
@@ -108,7 +105,7 @@ def _init_worker(devices, threads: int) -> None:
 
 def _start_state(job: dict, key: str) -> dict | None:
     """The job's own state (a run stopped half-way), else the state of the job it continues, if one fits."""
-    from ..state import load
+    from ..files.statefile import load
     for path in (job.get("state"), job.get("from_state")):
         if path and Path(path).is_file():
             with contextlib.suppress(ConfigError):
@@ -124,27 +121,25 @@ def render_job(job: dict) -> dict:
     import torch
 
     from ..config.schema import validate
-    from ..engine import open_run
-    from ..output import png_text, sidecar_text, write_png
-    from ..state import StateWriter, restore
-    from .rate import quantize
+    from ..critic.views import quantize
+    from ..files.output import png_text, sidecar_text, write_png
+    from ..files.statefile import StateWriter, to_bytes, wrapped
+    from ..run.engine import open_run
 
     config = validate(job["data"])
     device = _DEVICE if _DEVICE and config.device() == "auto" else config.device()
     stop_at = job.get("stop_at")
+    key = data_key(job["data"])
+    state = _start_state(job, key) if job.get("state") else None
 
     def stopper(event):
         if event.kind == "epoch" and event.epoch >= stop_at:
             event.stop()
 
-    key = data_key(job["data"])
-    state = _start_state(job, key) if job.get("state") else None
     listeners = [stopper] if stop_at else []
     if job.get("state"):
         listeners.append(StateWriter(lambda: Path(job["state"]), config.autosave(), key))
-    engine = open_run(config, listeners, device)
-    if state is not None:
-        restore(engine, state)
+    engine = open_run(config, listeners, device, state)
     reason = engine.run() if engine.epoch < (stop_at or engine.epochs) else "done"
     image = quantize(engine.image())  # exactly the PNG's pixels: `clipig rate` of the file gives the same
     targets = engine.targets
@@ -154,11 +149,12 @@ def render_job(job: dict) -> dict:
         sims = [s for t in targets for s in t.similarity(features)[0].tolist()]
     if reason == "stopped" and stop_at and engine.epoch >= stop_at:
         reason = "done"
+    facts = engine.facts()
     png = io.BytesIO()
-    write_png(image, png, png_text(engine, reason))
-    from ..state import capture, to_bytes
-    state = None if job.get("state") else to_bytes(capture(engine, reason, key=key))  # else written already
-    return {"png": png.getvalue(), "sidecar": sidecar_text(config, engine, reason), "state": state, "record": {
+    write_png(image, png, png_text(facts, reason, config))
+    sidecar = sidecar_text(config, facts, reason)
+    state = None if job.get("state") else to_bytes(wrapped(engine.state_dict(), sidecar, reason, key))  # else written
+    return {"png": png.getvalue(), "sidecar": sidecar, "state": state, "record": {
         "seed": engine.seed, "epoch": engine.epoch, "epochs": engine.epochs,
         "sim": round(sum(sims) / len(sims), 4) if sims else None, "sims": [round(s, 4) for s in sims],
         "labels": [label for t in engine.targets for label in t.labels()], "runtime": round(engine.runtime, 3)}}

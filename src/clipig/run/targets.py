@@ -20,10 +20,10 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .config.expressions import similarity_variables
-from .config.timing import is_active, is_on
-from .constraints import constraint_loss
-from .geometry import Views, as_tensor
+from ..config.expressions import similarity_variables
+from ..config.timing import is_on
+from ..image.constraints import constraint_loss
+from ..image.geometry import Views, as_tensor
 
 WINDOW = 30  # the statistics' loss and similarity figures are taken over a target's last 30 views
 
@@ -213,18 +213,17 @@ class Target:
     def _constraint(self, entry, views, variables, view_sim, rng, expr_rng):
         """Per view loss (times the constraint's weight) [B], the mask of the views it applied to, and its
         (last) weight; evaluated per view where its parameters read `sim`."""
-        epoch, epochs = variables["epoch"], variables["epochs"]
         n = views.shape[0]
         if view_sim is None or not _uses_sim(*entry.params.values()):
             args = entry.arguments(variables, expr_rng)
-            if not is_active(args["start"], args["end"], epoch, epochs):
+            if not is_on(args, variables):
                 return views.new_zeros(n), torch.zeros(n, device=self.device), None
             loss = args["weight"] * constraint_loss(entry.spec, views, args, rng)
             return loss, torch.ones(n, device=self.device), args["weight"]
         losses, mask, weight = [], [], None
         for v, s in enumerate(view_sim.tolist()):
             args = entry.arguments({**variables, **similarity_variables(s)}, expr_rng)
-            on = is_active(args["start"], args["end"], epoch, epochs)
+            on = is_on(args, variables)
             losses.append(args["weight"] * constraint_loss(entry.spec, views[v:v + 1], args, rng)[0] if on else
                           views.new_zeros(()))
             mask.append(float(on))

@@ -10,16 +10,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .config.errors import ConfigError
-from .config.schema import to_data
-from .config.recorded import CONFIG_KEY, RUN_KEY
-from .provenance import versions, weights_checksum
+from ..config.errors import ConfigError
+from ..config.recorded import CONFIG_KEY, RUN_KEY
+from ..config.schema import to_data
+from ..critic.views import to_bytes
+from .provenance import versions
 from .report import duration, statistics_table
 
 HEADER = "# CLIPig run of "  # the first line of every sidecar
@@ -69,8 +69,8 @@ def atomic_write(path: Path, write) -> None:
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    array = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(array)
+    """[3, H, W] in [0, 1] -> the picture of its PNG (8 bits per channel, critic.views.to_bytes)."""
+    return Image.fromarray(to_bytes(image).numpy())
 
 
 def write_png(image: torch.Tensor, file, text: dict[str, str] | None = None) -> None:
@@ -85,29 +85,24 @@ def save_png(image: torch.Tensor, path: Path, text: dict[str, str] | None = None
     atomic_write(path, lambda f: write_png(image, f, text))
 
 
-def sidecar_text(config, run=None, reason: str = "done") -> str:
-    """The complete configuration (every default filled in) with a comment header about the `run`: an engine
-    event (or the engine), which has seed, epoch, epochs, epochs_done, runtime, device, config, statistics()."""
+def sidecar_text(config, facts=None, reason: str = "done") -> str:
+    """The complete configuration (every default filled in) with a comment header about the run (its `Facts`)."""
     data = to_data(config)
-    data.get("init", {}).pop("image_tensor", None)
-    if run is not None:  # the seed drawn for the run goes where the registry has it, after start_epoch
+    if facts is not None:  # the seed drawn for the run goes where the registry has it, after start_epoch
         ordered = {}
         for key, value in data.items():
             ordered[key] = value
             if key == "start_epoch":
-                ordered["seed"] = run.seed
+                ordered["seed"] = facts.seed
         data = ordered
     header = [f"{HEADER[2:]}{datetime.datetime.now().astimezone().isoformat(timespec='seconds')}"]
-    if run is not None:
-        done = run.epochs_done
-        trained = run.epoch - run.config.start_epoch()  # the runtime includes the runs this one continues
-        per = run.runtime / trained if trained > 0 else 0.0
+    if facts is not None:
         state = "finished:" if reason == "done" else f"{reason} at epoch"
-        header += [f"{state} {run.epoch} of {run.epochs} epochs ({done} in this run)",
-                   f"runtime: {duration(run.runtime)} ({per:.3f}s per epoch) on {where(run.device)}", "",
-                   *statistics_table(run.statistics()).splitlines()]
-        if run.config.init.image_tensor is not None:
-            header.append("(init.image_tensor was given and is not repeated here)")
+        header += [f"{state} {facts.epoch} of {facts.epochs} epochs ({facts.epochs_done} in this run)",
+                   f"runtime: {duration(facts.runtime)} ({facts.seconds_per_epoch:.3f}s per epoch) on "
+                   f"{where(facts.device)}", "", *statistics_table(facts.statistics).splitlines()]
+        if facts.continued:
+            header.append(f"(continued at epoch {facts.first_epoch} from a picture of the live editor, not stored)")
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
     return "".join(f"# {line}".rstrip() + "\n" for line in header) + "\n" + body
 
@@ -135,30 +130,29 @@ def write_sidecar(path: Path, text: str, replace_own: bool = False) -> bool:
     return True
 
 
-def run_info(engine, reason: str) -> dict:
+def run_info(facts, reason: str) -> dict:
     """The machine-readable half of the provenance."""
     return {
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": versions(),
-        "seed": engine.seed,
-        "epoch": engine.epoch,
-        "epochs": engine.epochs,
+        "seed": facts.seed,
+        "epoch": facts.epoch,
+        "epochs": facts.epochs,
         "reason": reason,
-        "runtime": round(engine.runtime, 3),
-        "device": str(engine.device),
-        "device_name": where(engine.device),
-        "precision": engine.precision,
+        "runtime": round(facts.runtime, 3),
+        "device": str(facts.device),
+        "device_name": where(facts.device),
+        "precision": facts.precision,
         "threads": torch.get_num_threads(),
-        "models": [{"name": c.name, "sha256": weights_checksum(c)} for c in engine.critic.critics],
-        "init_image_tensor": engine.config.init.image_tensor is not None,
+        "models": [dict(m) for m in facts.models],
+        "continued": facts.continued,
     }
 
 
-def png_text(engine, reason: str, config=None) -> dict[str, str]:
-    """The text chunks of a PNG written during or after a run (`config`: the one to record, if not the
-    engine's: the GUI records the text as written, not its continuation)."""
-    return {CONFIG_KEY: sidecar_text(config or engine.config, engine, reason),
-            RUN_KEY: json.dumps(run_info(engine, reason), indent=1)}
+def png_text(facts, reason: str, config) -> dict[str, str]:
+    """The text chunks of a PNG written during or after a run: the configuration to record (the run's, or
+    the live editor's text as written, not its continuation) and the run's `Facts`."""
+    return {CONFIG_KEY: sidecar_text(config, facts, reason), RUN_KEY: json.dumps(run_info(facts, reason), indent=1)}
 
 
 class OutputWriter:
@@ -176,15 +170,16 @@ class OutputWriter:
     def __call__(self, event) -> None:
         if event.kind == "start":
             self.path = self.continues or reserve(self.wanted)
-            save_png(event.image(), self.path, png_text(event.engine, "running"))
+            save_png(event.image(), self.path, png_text(event.facts(), "running", event.config))
             self.last_time = time.monotonic()
         elif event.kind == "epoch" and self.path is not None:
             due = (self.every_epochs and event.epochs_done % self.every_epochs == 0) or (
                 self.every_seconds and time.monotonic() - self.last_time >= self.every_seconds)
             if due:
-                save_png(event.image(), self.path, png_text(event.engine, "running"))
+                save_png(event.image(), self.path, png_text(event.facts(), "running", event.config))
                 self.last_time = time.monotonic()
         elif event.kind == "end" and self.path is not None:
-            save_png(event.image(), self.path, png_text(event.engine, event.reason))
-            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(event.config, event, event.reason),
+            facts = event.facts()
+            save_png(event.image(), self.path, png_text(facts, event.reason, event.config))
+            write_sidecar(self.path.with_suffix(".yaml"), sidecar_text(event.config, facts, event.reason),
                           replace_own=self.continues is not None)

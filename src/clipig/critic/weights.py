@@ -209,7 +209,7 @@ def build_from_file(source: str, arch: str | None):
         return _load_openai(path), "ViT-B-32"
     arch = arch or _arch_from_filename(path)
     if arch is None:
-        from .mini import model as mini
+        from . import mini as mini
         checkpoint = mini.read(path)
         if checkpoint is not None:  # a mini CLIP of one's own (python -m clipig.mini.train -o PATH)
             return mini.expand(checkpoint), mini.TOKENIZER

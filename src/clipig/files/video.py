@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .config.errors import ConfigError
+from ..config.errors import ConfigError
 
 FORMATS = (".mp4", ".gif", ".webp")
 
@@ -136,22 +136,22 @@ class VideoWriter:
             self.previous, self.last_epoch = Path(state["path"]), state["last_epoch"]
 
     def __call__(self, event) -> None:
-        engine = event.engine
         if event.kind == "start":
-            self._open(engine)
+            self._open(event)
         if self.out is None:
             return
-        due = event.kind in ("start", "end") or engine.epoch % self.every == 0
-        if due and engine.epoch != self.last_epoch:
-            self.out.add(frame_of(engine.image(), self.size))
+        due = event.kind in ("start", "end") or event.epoch % self.every == 0
+        if due and event.epoch != self.last_epoch:
+            self.out.add(frame_of(event.image(), self.size))
             self.frames += 1
-            self.last_epoch = engine.epoch
+            self.last_epoch = event.epoch
         if event.kind == "end":
             self._close()
 
-    def _open(self, engine) -> None:
+    def _open(self, event) -> None:
+        from ..run.engine import epoch_variables
         from .output import reserve
-        width, height = engine.config.resolution(engine.variables(max(engine.epochs - 1, 0)))
+        width, height = event.config.resolution(epoch_variables(max(event.epochs - 1, 0), event.epochs))
         self.size = (width + width % 2, height + height % 2)
         if self.previous is not None and self.in_place:
             self.target = self.previous

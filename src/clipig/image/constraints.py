@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from .config.registry import CONSTRAINTS
-from .config.params import CONSTRAINT_VARS, LOSS_DOC, at_least, end_param, start_param
-from .config.values import Param
+from ..config.params import CONSTRAINT_VARS, LOSS_DOC, at_least, timing
+from ..config.registry import CONSTRAINTS
+from ..config.values import Param
 from . import transforms as T
 
 
@@ -31,8 +31,7 @@ def P(type: str, default=None, length=None, doc: str = "", **kw) -> Param:
 def common_params() -> dict[str, Param]:
     return {
         "weight": P("float", 1.0, doc="A multiplier for the loss of the constraint."),
-        "start": start_param("the constraint", CONSTRAINT_VARS),
-        "end": end_param("the constraint", CONSTRAINT_VARS),
+        **timing("the constraint", CONSTRAINT_VARS),  # evaluated per view where they read `sim`
         "loss": P("str", "l2", choices=("l1", "l2"), aliases={"mae": "l1", "mse": "l2"},
                   doc=LOSS_DOC.format(what="image")),
     }

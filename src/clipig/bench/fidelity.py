@@ -1,7 +1,7 @@
 """Side by side: the original CLIPig and this one on the same deterministic experiments.
 
-    CLIPIG_ORIGINAL=/path/to/original-clipig python benchmarks/fidelity.py [NAME ...]
-    CLIPIG_ORIGINAL=/path/to/original-clipig python benchmarks/fidelity.py --record-golden
+    CLIPIG_ORIGINAL=/path/to/original-clipig python -m clipig.bench.fidelity [NAME ...]
+    CLIPIG_ORIGINAL=/path/to/original-clipig python -m clipig.bench.fidelity --record-golden
 
 Both programs run with the same CLIP weights (open_clip ViT-B-32-quickgelu with random weights of a fixed
 seed, saved to a file once) and the same start image (a generated pattern, `init.image` with `mean: 0,
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # the checkout (the golden numbers live in its tests/)
 GOLDEN_DIR = ROOT / "tests" / "golden"
 WEIGHTS_SEED = 1234
 BASE = {"epochs": 6, "resolution": 64, "verbose": 0, "snapshot_interval": 0,
@@ -230,8 +230,9 @@ def fake_clip(model_spec: str) -> types.ModuleType:
 
     def load(name, device="cpu", jit=False):
         if model_spec == "random:tiny":
-            from clipig.critic import _build_random
-            model = _build_random("tiny")[0]
+            from clipig.critic.models import random_model
+            from clipig.critic.names import parse
+            model = random_model(parse("random:tiny"))[0]
         else:
             arch, path = model_spec.split(":", 1)
             model = open_clip.create_model(arch, pretrained=path)
@@ -281,12 +282,11 @@ def run_original(config: Path, out: Path) -> dict:
 
 
 def run_clipig(config: Path, out: Path, model: str) -> dict:
-    import torch
 
     from clipig.config.loader import load
-    from clipig.critic import load_critic
-    from clipig.engine import Engine
-    from clipig.output import save_png
+    from clipig.critic.models import load_critic
+    from clipig.files.output import save_png
+    from clipig.run.engine import Engine
     data = load([config], overrides=[f"model={json.dumps(model)}", "device=cpu", "seed=0"])
     engine = Engine(data, critic=load_critic(model, "cpu"))
     start = engine.image()
@@ -302,7 +302,7 @@ def run_clipig(config: Path, out: Path, model: str) -> dict:
 def worker(program: str, model: str, directory: Path) -> None:
     import torch
     torch.set_num_threads(int(os.environ.get("FIDELITY_THREADS", "2")))
-    from clipig.output import save_png  # before the original's folder (with its clipig.py) is on the path
+    from clipig.files.output import save_png  # before the original's folder (with its clipig.py) is on the path
     if program == "original":
         sys.modules["clip"] = fake_clip(model)
         sys.path.append(os.environ["CLIPIG_ORIGINAL"])
@@ -328,7 +328,7 @@ def run_workers(configs: dict, model: str, directory: Path, start: Path, base: d
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(config_data(exp, base, start), sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     for program in ("original", "clipig"):
-        subprocess.run([sys.executable, __file__, "--worker", program, "--model", model, "--dir", str(directory)],
+        subprocess.run([sys.executable, "-m", "clipig.bench.fidelity", "--worker", program, "--model", model, "--dir", str(directory)],
                        env=env, check=True)
 
 
@@ -383,7 +383,7 @@ def record_golden(directory: Path) -> None:
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(config_data(exp, GOLDEN_BASE, start),
                                                                sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    subprocess.run([sys.executable, __file__, "--worker", "original", "--model", "random:tiny", "--dir",
+    subprocess.run([sys.executable, "-m", "clipig.bench.fidelity", "--worker", "original", "--model", "random:tiny", "--dir",
                     str(directory)], env=env, check=True)
     golden = {}
     for name, exp in GOLDEN.items():

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import threads
-from .config.errors import ConfigError
+from ..config.errors import ConfigError
+from ..run import threads
 
 
 def info(argv: list[str]) -> int:
@@ -20,8 +20,8 @@ def info(argv: list[str]) -> int:
     shown.add_argument("--config", action="store_true", help="print only the configuration (YAML)")
     shown.add_argument("--json", action="store_true", help="print the run record as JSON")
     args = p.parse_args(argv)
-    from .config.recorded import read
-    from .provenance import summary
+    from ..config.recorded import read
+    from ..files.provenance import summary
     for i, file in enumerate(args.files):
         record = read(file)
         if args.json:
@@ -37,8 +37,8 @@ def info(argv: list[str]) -> int:
 
 def _config_of(text: str, file: str, overrides: list[str]):
     """A recorded configuration (from a PNG or a state file) with overrides, errors naming the file."""
-    from .config.loader import apply_override, parse_yaml
-    from .config.schema import validate
+    from ..config.loader import apply_override, parse_yaml
+    from ..config.schema import validate
     data = parse_yaml(text, file)
     for assignment in overrides:
         apply_override(data, assignment)
@@ -60,17 +60,16 @@ def replay(argv: list[str]) -> int:
     import torch
     from PIL import Image
 
-    from .config.recorded import read
-    from .engine import open_run
-    from .output import png_text, reserve, save_png, to_pil
-    from .provenance import weights_checksum
-    from .runner import Progress
+    from ..config.recorded import read
+    from ..files.output import png_text, reserve, save_png, to_pil
+    from ..files.runner import Progress
+    from ..run.engine import open_run
 
     record = read(args.file)
     run = record["run"]
-    if run.get("init_image_tensor"):
-        raise ConfigError("the run started from init.image_tensor (the GUI's continuation after edits), which is "
-                          "not stored: it cannot be replayed", file=args.file)
+    if run.get("continued") or run.get("init_image_tensor"):  # (the name in images of earlier versions)
+        raise ConfigError("the run continued from a picture of the live editor (after edits), which is not "
+                          "stored: it cannot be replayed", file=args.file)
     device = args.device or run.get("device", "auto")
     if args.device is None and device.startswith("cuda") and not torch.cuda.is_available():
         print(f"note: recorded on {device}, replaying on the CPU: expect small differences", file=sys.stderr)
@@ -84,8 +83,8 @@ def replay(argv: list[str]) -> int:
             event.stop()
 
     engine = open_run(config, [Progress(0 if args.quiet else 1), stop_there])
-    for model, member in zip(run.get("models", []), engine.critic.critics):
-        if model.get("sha256") != weights_checksum(member):
+    for model, member in zip(run.get("models", []), engine.facts().models):
+        if model.get("sha256") != member["sha256"]:
             print(f"note: the weights of {model['name']} differ from the recorded ones (sha256 "
                   f"{model.get('sha256', '?')[:12]}...): expect a different image", file=sys.stderr)
     if engine.epoch < until:
@@ -95,7 +94,8 @@ def replay(argv: list[str]) -> int:
         original = np.asarray(image.convert("RGB"))
     if args.output:
         path = reserve(Path(args.output))
-        save_png(engine.image(), path, png_text(engine, "done" if engine.epoch >= engine.epochs else "stopped"))
+        save_png(engine.image(), path, png_text(engine.facts(), "done" if engine.epoch >= engine.epochs else "stopped",
+                                                config))
         print(f"saved {path}", file=sys.stderr)
     where = f"epoch {engine.epoch} on {engine.device}, precision {engine.precision}"
     if replayed.shape != original.shape:
@@ -125,8 +125,8 @@ def resume(argv: list[str]) -> int:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="progress and statistics")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no output")
     args = p.parse_args(argv)
-    from .runner import run_to_files
-    from .state import SUFFIX, load, state_path
+    from ..files.runner import run_to_files
+    from ..files.statefile import SUFFIX, load, state_path
 
     file = Path(args.file)
     path = file if file.suffix == SUFFIX else state_path(file)

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from .. import threads
+from ..run import threads
 
 DEFAULT = """\
 model: random:tiny
@@ -65,7 +65,7 @@ def start_server(session, token: str):
     """The GUI's server on a free port in a background thread; returns the port."""
     from aiohttp import web
 
-    from .server import BIND, make_app
+    from ..gui.server import BIND, make_app
     ready, box = threading.Event(), {}
 
     async def serve():
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..config.loader import load
     from ..config.schema import to_data
-    from ..engine import open_run
-    from .session import Session
+    from ..gui.session import Session
+    from ..run.engine import open_run
     threads.configure(args.threads or 1)
     texts = [] if args.files else [DEFAULT]
     config = load(args.files, texts, ["verbose=0", *args.overrides])
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 self.thread, self.process = time.thread_time() - self.thread, time.process_time() - self.process
 
     listener_seconds, gui_clock = [0.0], [None]
-    on_event = session._on_event
+    on_event = session.on_event
 
     def timed_listener(event):  # the GUI's listener, timed (it runs in the training thread)
         gui_clock[0](event)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         on_event(event)
         listener_seconds[0] += time.perf_counter() - t
 
-    session._on_event = timed_listener
+    session.on_event = timed_listener
 
     def measure(run) -> dict:
         clock = Clock()

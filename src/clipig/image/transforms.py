@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from ..config.params import TRANSFORM_VARS, at_least
+from ..config.registry import TRANSFORMS
+from ..config.values import Param
 from . import geometry as G
-from .config.registry import TRANSFORMS
-from .config.params import TRANSFORM_VARS, at_least
-from .config.values import Param
 from .geometry import Views
 
 transform = TRANSFORMS.add

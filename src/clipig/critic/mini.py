@@ -1,6 +1,8 @@
-"""The mini CLIPs: open_clip's `CLIP` at a small size, with the standard BPE tokenizer.
+"""The shipped mini CLIPs (trained on the mini world by clipig.mini.train): open_clip's `CLIP` at a small
+size, with the standard BPE tokenizer.
 
-Only the token-embedding rows of the tokens the world's words use are trained and stored (`vocabulary()`);
+Only the token-embedding rows of the tokens the world's words use are trained and stored (the checkpoint's
+`vocab`, see clipig.mini.train.vocabulary);
 on loading, every other token of the 49408 gets the shared row of "a token the world does not know". So the
 loaded model is an ordinary open_clip CLIP with the ordinary tokenizer, and the critic treats it like any
 other. Checkpoints are stored in float16 next to a JSON file with their sha256 and provenance.
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from . import world
+from .views import OPENAI_MEAN, OPENAI_STD
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "checkpoints"
 CHECKPOINTS = {name: HERE / f"{name}.pt" for name in ("mini", "mini-2", "mini-referee")}
 TOKENIZER = "ViT-B-32"  # open_clip's name for the standard CLIP BPE tokenizer
 BPE_VOCAB = 49408
@@ -31,14 +33,6 @@ def tokenizer():
     return open_clip.get_tokenizer(TOKENIZER, context_length=CONTEXT)
 
 
-def vocabulary() -> list[int]:
-    """BPE ids of every token of the world's words (with start, end and padding), ascending; the end token,
-    49407, stays the largest, as open_clip's text pooling (argmax of the ids) needs. Each word is tokenized
-    on its own: all words in one text would not fit into the context."""
-    ids = tokenizer()(world.words())
-    return sorted(set(ids.flatten().tolist()) | {0})
-
-
 def build(size: dict, vocab_size: int = BPE_VOCAB) -> torch.nn.Module:
     from open_clip.model import CLIP
     vision = dict(image_size=size["image_size"], patch_size=size["patch_size"], width=size["width"],
@@ -48,7 +42,7 @@ def build(size: dict, vocab_size: int = BPE_VOCAB) -> torch.nn.Module:
     model = CLIP(embed_dim=size["embed_dim"], vision_cfg=vision,
                  text_cfg=dict(context_length=CONTEXT, vocab_size=vocab_size, width=size["text_width"],
                                heads=size["text_width"] // 32, layers=size["text_layers"]))
-    model.visual.image_mean, model.visual.image_std = world.MEAN, world.STD
+    model.visual.image_mean, model.visual.image_std = OPENAI_MEAN, OPENAI_STD
     return model
 
 

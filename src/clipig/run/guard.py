@@ -28,49 +28,40 @@ class NonFiniteError(RuntimeError):
 
 
 class Guard:
-    """Checks one engine's epochs (see the module doc)."""
+    """Checks the epochs of one run (see the module doc). It knows the run only through what it is given:
+    `keep()` a snapshot of the image and statistics (and the epoch counters), `restore(snapshot)` to put one
+    back, `parameters()` the image's tensors, and `deferred` (read each check one epoch later)."""
 
-    def __init__(self, engine):
-        self.engine = engine
-        self.deferred = engine.device.type == "cuda"
+    def __init__(self, keep, restore, parameters, deferred: bool = False):
+        self.keep, self.restore, self.parameters, self.deferred = keep, restore, parameters, deferred
         self.current: tuple | None = None  # (epoch, learnrate, loss, gradients, `before` of the epoch)
         self.pending: tuple | None = None  # (the same, flags, event): an epoch whose check is not read yet
-        self.before: tuple | None = None  # (canvas tensors, statistics) at the start of the epoch
+        self.before = None  # the snapshot at the start of the epoch
 
-    def keep(self) -> None:
-        """At the start of the epoch, before the post-processing: the image (and statistics) to go back to."""
-        engine = self.engine
-        self.before = ({k: v.detach().clone() for k, v in engine.canvas.state_dict().items()},
-                       [t.stats.snapshot() for t in engine.targets])
+    def start(self) -> None:
+        """At the start of the epoch, before the post-processing: the snapshot to go back to."""
+        self.before = self.keep()
 
     def rewind(self) -> None:
         """An epoch that did not finish (an error, a second Ctrl-C, running out of memory): undo its
         post-processing and statistics, so that it can be run again as if it had not started."""
         if self.before is not None:
-            self._restore(self.before)
+            self.restore(self.before)
             self.before = None
 
-    def _restore(self, before) -> None:
-        tensors, stats = before
-        self.engine.canvas.load_state_dict(tensors)
-        for target, kept in zip(self.engine.targets, stats):
-            target.stats = kept
-
-    def check(self, loss: torch.Tensor) -> None:
+    def check(self, epoch: int, loss: torch.Tensor, learnrate: float, learnrates: list[float]) -> None:
         """Before the optimizer step: a learning rate beyond float32 stops at once; the rest is kept for `verify`."""
-        engine = self.engine
-        learnrate = engine.learnrate
-        if not all(abs(g["lr"]) <= FLOAT32_MAX for g in engine.optimizer.param_groups):
-            raise NonFiniteError(engine.epoch, [f"the learning rate (base * learnrate * learnrate_scale = "
-                                                f"{learnrate:g}) is beyond the float32 range of the optimizer"])
-        gradients = [p.grad.detach() for p in engine.canvas.parameters() if p.grad is not None]
-        self.current = (engine.epoch, learnrate, loss.detach(), gradients, self.before)
+        if not all(abs(lr) <= FLOAT32_MAX for lr in learnrates):
+            raise NonFiniteError(epoch, [f"the learning rate (base * learnrate * learnrate_scale = "
+                                         f"{learnrate:g}) is beyond the float32 range of the optimizer"])
+        gradients = [p.grad.detach() for p in self.parameters() if p.grad is not None]
+        self.current = (epoch, learnrate, loss.detach(), gradients, self.before)
 
     def verify(self) -> None:
         """After the optimizer step."""
-        tensors = [self.current[2], *self.current[3], *self.engine.canvas.parameters()]
+        tensors = [self.current[2], *self.current[3], *self.parameters()]
         flags, done = torch.stack([torch.isfinite(t).all() for t in tensors]), None
-        if self.deferred and self.engine.device.type == "cuda":  # (a test defers on the CPU too)
+        if self.deferred and flags.device.type == "cuda":  # (a test defers on the CPU too)
             flags = flags.to("cpu", non_blocking=True)  # into pinned memory; valid once `done` has happened
             done = torch.cuda.Event()
             done.record()
@@ -90,11 +81,8 @@ class Guard:
             done.synchronize()
         if bool(flags.all()):
             return
-        engine = self.engine
-        image = sum(_count(p) for p in engine.canvas.parameters())
-        self._restore(before)
-        engine.epochs_done -= engine.epoch - epoch  # CUDA: the next epoch has been counted already
-        engine.epoch = epoch
+        image = sum(_count(p) for p in self.parameters())
+        self.restore(before)  # also the epoch counters (CUDA: the next epoch has been counted already)
         problems = [f"loss = {float(loss):g}"] if _count(loss) else []
         problems += [f"{n} of the image's {g.numel()} gradient values are NaN or infinite"
                      for g in gradients if (n := _count(g))]

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..output import to_pil
-from . import reading, world
+from ..critic.views import quantize
+from ..files.output import to_pil
+from ..mini import reading, world
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "quality"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "quality"
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
 ROWS = {
     "plain": ("plain", ""),
@@ -97,7 +98,7 @@ def judge(referee, critic, image: torch.Tensor, caption: world.Caption) -> dict:
 
 def real_similarity(referee, caption: world.Caption, seed: int) -> float:
     """The referee's mean similarity of the prompt to scenes the world draws for it."""
-    from .evaluate import to_tensor
+    from ..mini.evaluate import to_tensor
     rng = np.random.default_rng(seed)
     images = torch.stack([to_tensor(world.render(world.scene_for(caption, rng), referee.input_size))
                           for _ in range(REAL_SCENES)])
@@ -122,10 +123,10 @@ def experiment(row: str, prompt: str, args, seed: int):
 
 def render(config) -> tuple[torch.Tensor, object]:
     """The final image of an experiment, quantized to 8 bits like its PNG, and the critic that made it."""
-    from ..engine import open_run
+    from ..run.engine import open_run
     engine = open_run(config)
     engine.run()
-    return torch.floor(engine.image() * 255.0 + 0.5) / 255.0, engine.critic
+    return quantize(engine.image()), engine.critic
 
 
 def run_row(row: str, referee, args, save: Path | None) -> dict:
@@ -171,7 +172,7 @@ def report(results: list[dict], args, info: dict, table) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .. import threads
+    from ..run import threads
     p = argparse.ArgumentParser(prog="clipig bench --quality", description=(
         "Render the quality prompts with the critic under the reference configurations and let the referee "
         "rank every final image among all captions of its prompt's form."))
@@ -190,8 +191,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str], table, info: dict) -> int:
     """Run `clipig bench --quality ARGV`; `table` and `info` (the machine) come from clipig.bench."""
-    from .. import threads
-    from ..critic import load_critic
+    from ..critic.models import load_critic
+    from ..run import threads
     args = parser().parse_args(argv)
     threads.configure(args.threads)
     rows = list(ROWS) if args.rows == ["all"] else args.rows or list(DEFAULT_ROWS)

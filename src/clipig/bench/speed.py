@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import threads
+from ..run import threads
 
 GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30, "parameterization": 0.10,
          "ensemble": 1.05, "large": 16 * 2**30}  # large: fits a 24 GiB machine with room to spare
@@ -46,7 +46,7 @@ PARAMETERIZED = ("hires-1024", ("fft", "pyramid"))  # (config, parameterizations
 MEMORY = ("animal-method1", 10)  # (config, batch size) of the memory probe
 ENSEMBLE = "animal-method1"  # also run as an ensemble of the model and a partner of the same architecture
 LARGE = ("hires-1024", 200)  # a batch of many views at 1024², split into passes by views_per_pass: 0 (automatic)
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCH_DIR = Path(__file__).resolve().parent / "configs"
 
 
 # --- measuring ------------------------------------------------------------------------------------------
@@ -135,16 +135,17 @@ class TimedCritic:
         return getattr(self._critic, name)
 
     def encode_image(self, images, compiled: bool = False):
-        import torch
+        from ..critic.views import seen
+        return self.encode_seen(seen(images, self._critic.input_size), compiled)
 
-        from .critic import fit
-        images = fit(images, self._critic.input_size)
+    def encode_seen(self, images, compiled: bool = False):
+        import torch
         if not (torch.is_grad_enabled() and images.requires_grad):
-            return self._critic.encode_image(images, compiled)
+            return self._critic.encode_seen(images, compiled)
         record = {"critic": self._critic, "shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
                   if torch.is_autocast_enabled("cpu") else None}
         start = time.perf_counter()
-        features = self._critic.encode_image(images, compiled)
+        features = self._critic.encode_seen(images, compiled)
         record["forward"] = time.perf_counter() - start
         if features.requires_grad:
             features.register_hook(lambda grad: record.__setitem__("backward_start", time.perf_counter()))
@@ -155,7 +156,7 @@ class TimedCritic:
 
 def timed(ensemble) -> tuple:
     """The ensemble with every member timed, and the log their calls go into."""
-    from .critic import Ensemble
+    from ..critic.critic import Ensemble
     log: list[dict] = []
     return Ensemble([TimedCritic(c, log) for c in ensemble.critics], ensemble.weights), log
 
@@ -237,7 +238,7 @@ def canvas_pass(canvas, repeats: int) -> float:
 
 
 def load_config(path: Path, args, overrides=()):
-    from .config.loader import load
+    from ..config.loader import load
     return load([path], overrides=[f"model={json.dumps(args.model)}", f"device={args.device}",
                                    f"epochs={args.warmup + args.epochs}", "seed=1", *args.overrides,
                                    *overrides])
@@ -246,11 +247,11 @@ def load_config(path: Path, args, overrides=()):
 def make_engine(config, outdir: Path, listeners=()):
     """The engine as `clipig render` opens it: with its progress/statistics listener (into a buffer) and the
     output writer (snapshots into a temporary folder)."""
-    from .engine import open_run
-    from .output import OutputWriter
+    from ..files.output import OutputWriter
+    from ..run.engine import open_run
     extra = []
     with contextlib.suppress(Exception):
-        from .runner import Progress
+        from ..files.runner import Progress
         extra.append(Progress(config.verbose(), stream=io.StringIO()))
     with contextlib.suppress(Exception):
         extra.append(OutputWriter(config, outdir / "bench.png"))
@@ -283,7 +284,7 @@ class Row:
 
 
 def run_config(name: str, path: Path, args, overrides=()) -> Row:
-    from .config.errors import ConfigError
+    from ..config.errors import ConfigError
     row = Row(name, path.stem, overrides=tuple(overrides))
     try:
         config = load_config(path, args, overrides)
@@ -324,7 +325,7 @@ def ensemble_partner(model: str) -> str | None:
     the same CLIP pass and needs no download. None for checkpoint files."""
     import re
 
-    from .weights import OPENAI_NAMES
+    from ..critic.weights import OPENAI_NAMES
     seeded = re.fullmatch(r"(random:.+):(\d+)", model)
     if seeded:
         return f"{seeded.group(1)}:{int(seeded.group(2)) + 1}"
@@ -352,7 +353,7 @@ def memory_probe(args, probe=MEMORY, epochs: int = 2) -> int | None:
                "--set", f"targets[0].batch_size={probe[1]}", *sum((["--set", o] for o in args.overrides), [])]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                      os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     for line in reversed(result.stdout.splitlines()):
@@ -394,11 +395,9 @@ def profile_config(name: str, path: Path, args, overrides=(), epochs: int = 3, t
     with tempfile.TemporaryDirectory(prefix="clipig-bench-") as tmp:
         engine = make_engine(config, Path(tmp))
         engine.step()
-        engine.epoch += 1
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(epochs):
                 engine.step()
-                engine.epoch += 1
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=44)
         out.append(f"### {name}: operators (torch.profiler, {epochs} epochs, self CPU time)\n\n```\n"
                    + "\n".join(line[:150] for line in table.splitlines()) + "\n```")
@@ -406,7 +405,6 @@ def profile_config(name: str, path: Path, args, overrides=(), epochs: int = 3, t
         profiler.enable()
         for _ in range(epochs):
             engine.step()
-            engine.epoch += 1
         profiler.disable()
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream).strip_dirs().sort_stats("cumulative")
@@ -561,7 +559,7 @@ def find_configs(names: list[str], args) -> list[tuple[str, Path]]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--quality" in argv:  # the referee's quality benchmark has its own options (clipig.mini.quality)
-        from .mini.quality import main as quality
+        from .quality import main as quality
         return quality([a for a in argv if a != "--quality"], table, machine())
     args = parser().parse_args(argv)
     quick = args.quick
@@ -573,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     threads.configure(args.threads)
     if args.memory_probe:
         return _memory_child(args)
-    from .critic import load_critic
+    from ..critic.models import load_critic
     configs = find_configs(args.configs, args)
     partner = ensemble_partner(args.model)
     load = OtherLoad()

@@ -19,10 +19,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config.params import TIME, at_least
-from .config.registry import PARAMETERIZATIONS
-from .config.values import Param
-from .pixels import resize
+from ..config.params import TIME, at_least
+from ..config.registry import PARAMETERIZATIONS
+from ..config.values import Param
+from .start import resize
 
 
 def P(type: str, default=None, doc: str = "", **kw) -> Param:

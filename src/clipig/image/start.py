@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config.errors import ConfigError
+from ..config.errors import ConfigError
 
 MODES = {"nearest": "nearest", "linear": "bilinear", "cubic": "bicubic"}
 
@@ -31,7 +31,7 @@ def initial_pixels(init, resolution: list[int], generator: torch.Generator) -> t
     mean = torch.tensor(init.mean(), dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(init.std(), dtype=torch.float32).view(3, 1, 1)
     if init.image is not None:
-        from .images import ImageError, load_image
+        from ..critic.images import ImageError, load_image
         try:
             start = cover(load_image(init.image()), w, h)
         except ImageError as e:

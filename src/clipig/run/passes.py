@@ -75,34 +75,35 @@ def kept_bytes(encode, views: torch.Tensor) -> int:
     return total
 
 
-def bytes_per_view(engine, critic, shape: tuple) -> float:
-    """What one more view of `shape` keeps for the backward pass in a critic (a model of the engine's ensemble)
-    at the engine's precision: measured with 1 and 2 views, once per critic, shape and precision."""
+def bytes_per_view(critic, shape: tuple, autocast, precision: str, device) -> float:
+    """What one more view of `shape` keeps for the backward pass in a critic at a precision (`autocast()`: its
+    context): measured with 1 and 2 views, once per critic, shape and precision."""
     cache = _PER_VIEW.setdefault(critic, {})
-    if (shape, engine.precision) not in cache:
+    if (shape, precision) not in cache:
         def encode(views):
-            with engine.autocast():
-                return critic.encode_image(views)
-        one, two = (kept_bytes(encode, torch.zeros(n, *shape, device=engine.device, requires_grad=True))
-                    for n in (1, 2))
-        cache[shape, engine.precision] = float(max(two - one, 1))
-    return cache[shape, engine.precision]
+            with autocast():
+                return critic.encode_seen(views)
+        one, two = (kept_bytes(encode, torch.zeros(n, *shape, device=device, requires_grad=True)) for n in (1, 2))
+        cache[shape, precision] = float(max(two - one, 1))
+    return cache[shape, precision]
 
 
 class Passes:
-    """How an engine splits its views into passes (`views_per_pass`; 0 = automatic)."""
+    """How a run splits its views into passes (`views_per_pass`; 0 = automatic), at a precision
+    (`autocast()`: its context, `precision`: its name)."""
 
-    def __init__(self, views_per_pass: int):
-        self.fixed = views_per_pass
+    def __init__(self, views_per_pass: int, autocast, precision: str):
+        self.fixed, self.autocast, self.precision = views_per_pass, autocast, precision
         self.sizes: dict = {}  # the automatic size per critic, decided at its first epoch
         self.size: int | None = None  # the smallest of them (what an out-of-memory error halves)
         self.largest = 0  # the largest pass tried (since the last step down)
 
-    def encode(self, encode, views, engine, critic) -> torch.Tensor:
-        """Features of all `views` (a list of batches of one view size) of one critic, in passes of at most
-        `views_per_pass` views: each pass is checkpointed, so only one pass keeps its activations at a time."""
+    def encode(self, encode, views, critic) -> torch.Tensor:
+        """Features of all `views` (a list of batches of one view size, as the critic sees them) of one
+        critic, in passes of at most `views_per_pass` views: each pass is checkpointed, so only one pass keeps
+        its activations at a time."""
         views = views[0] if len(views) == 1 else torch.cat(views)
-        size = self.fixed or self._automatic(views, engine, critic)
+        size = self.fixed or self._automatic(views, critic)
         if size >= len(views) or not views.requires_grad:
             self.largest = max(self.largest, len(views))
             return encode(views)
@@ -110,32 +111,28 @@ class Passes:
         return torch.cat([checkpoint(encode, part, use_reentrant=False, preserve_rng_state=False)
                           for part in views.split(size)])
 
-    def _automatic(self, views, engine, critic) -> int:
+    def _automatic(self, views, critic) -> int:
         if critic not in self.sizes:
-            per_view = bytes_per_view(engine, critic, tuple(views.shape[1:]))
+            per_view = bytes_per_view(critic, tuple(views.shape[1:]), self.autocast, self.precision, views.device)
             self.sizes[critic] = max(1, int(free_memory(views.device) * USABLE // per_view))
             self.size = min(self.sizes.values()) if self.size is None else min(self.size, self.sizes[critic])
         return min(self.sizes[critic], self.size)
 
-    def step(self, engine) -> None:
-        """engine.step(); in automatic mode an out-of-memory error halves the pass and repeats the epoch, until it
-        fits or a single view per pass does not."""
+    def retrying(self, step, undo, epoch: int, device: torch.device) -> None:
+        """step(); in automatic mode an out-of-memory error calls undo(), halves the pass and repeats the
+        epoch, until it fits or a single view per pass does not."""
         if self.fixed:
-            return engine.step()
-        from .state import random_state, set_random_state
-        before = random_state(engine)
+            return step()
         while True:
             try:
-                return engine.step()
+                return step()
             except (MemoryError, RuntimeError) as e:
                 if not out_of_memory(e) or (self.size or 0) <= 1:
                     raise
             # outside the except block, so that the failed step's tensors are freed
-            engine.optimizer.zero_grad(set_to_none=True)
-            engine.guard.rewind()  # the failed attempt's post-processing and statistics
+            undo()
             gc.collect()
-            if engine.device.type == "cuda":
+            if device.type == "cuda":
                 torch.cuda.empty_cache()
             self.size, self.largest = max(1, min(self.size, self.largest or self.size) // 2), 0
-            log.warning("out of memory at epoch %d: retrying with %d views per pass", engine.epoch, self.size)
-            set_random_state(engine, before)
+            log.warning("out of memory at epoch %d: retrying with %d views per pass", epoch, self.size)

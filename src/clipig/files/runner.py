@@ -48,18 +48,16 @@ class Progress:
 def run_to_files(config, wanted: Path, state: dict | None = None, continues: Path | None = None) -> int:
     """Run an experiment into its files (image, sidecar, state, video) with progress output; the exit code.
     `state` and `continues`: the state to go on from and the image it belongs to (clipig resume)."""
-    from .engine import open_run
+    from ..run.engine import open_run
     from .output import OutputWriter
-    from .state import StateWriter, restore, state_path
+    from .statefile import StateWriter, state_path
     from .video import VideoWriter
 
     writer = OutputWriter(config, wanted, continues)
     video = [VideoWriter(config, lambda: writer.path, in_place=continues is not None)] \
         if config.video.file is not None else []
     states = StateWriter(lambda: writer.path and state_path(writer.path), config.autosave())
-    engine = open_run(config, [Progress(config.verbose()), writer, *video, states])
-    if state is not None:
-        restore(engine, state)
+    engine = open_run(config, [Progress(config.verbose()), writer, *video, states], state=state)
     try:
         with stop_on_interrupt(engine):
             reason = engine.run()

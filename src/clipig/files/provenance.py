@@ -1,29 +1,12 @@
-"""How an image was made: the versions and the models' weight checksums that go into the run record of every
-PNG (see clipig.config.recorded), and the text `clipig info` prints of it."""
+"""How an image was made: the versions that go into the run record of every PNG (with the models' weight
+checksums, see clipig.config.recorded), and the text `clipig info` prints of it."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
-import weakref
 from pathlib import Path
 
-from . import __version__
-
-_CHECKSUMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def weights_checksum(critic) -> str:
-    """sha256 of the model's weights as loaded (names, shapes, dtypes and values), computed once per critic."""
-    import torch
-    if critic not in _CHECKSUMS:
-        digest = hashlib.sha256()
-        for name, tensor in critic.model.state_dict().items():
-            tensor = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
-            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-        _CHECKSUMS[critic] = digest.hexdigest()
-    return _CHECKSUMS[critic]
+from .. import __version__
 
 
 def versions() -> dict:
@@ -47,6 +30,7 @@ def summary(path: str | Path, info: dict) -> str:
              f"clipig {v.get('clipig')}, torch {v.get('torch')}, open_clip {v.get('open_clip')}, "
              f"python {v.get('python')}"]
     lines += [f"model {m['name']}  sha256 {m['sha256']}" for m in run.get("models", [])]
-    if run.get("init_image_tensor"):
-        lines.append("started from init.image_tensor (not stored): rendering the config again starts from noise")
+    if run.get("continued") or run.get("init_image_tensor"):  # (the name in images of earlier versions)
+        lines.append("continued from a picture of the live editor (not stored): rendering the config again "
+                     "starts from its `init`")
     return "\n".join(lines)

@@ -1,0 +1,7 @@
+"""`python -m clipig.bench` is `clipig bench`."""
+
+import sys
+
+from .speed import main
+
+sys.exit(main())
