@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+PYTEST_STAMP := $(VENV)/.installed-pytest
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install install-test bench bench-quality mini-models docs clean
+.PHONY: run test test-fast install install-test bench bench-quality mini-models docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,11 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
-$(TEST_STAMP): $(STAMP) | $(CHROMIUM)
+$(PYTEST_STAMP): $(STAMP)
 	$(PIP) install -q -e '.[test,ray]'
+	touch $@
+
+$(TEST_STAMP): $(PYTEST_STAMP) | $(CHROMIUM)
 	touch $@
 
 install: $(STAMP)
@@ -39,6 +43,10 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest
+
+# The edit-run loop: every test but the slow ones and those that drive a browser, in under two minutes.
+test-fast: $(PYTEST_STAMP)
+	$(PY) -m pytest -m "not slow and not browser"
 
 bench: $(STAMP)
 	$(PY) -m clipig.bench

@@ -2,6 +2,7 @@
 floors below it (counting imports inside functions too); no module reads another package's private names;
 listeners get events, never the engine; the registries are filled from one import point."""
 
+import pytest
 import ast
 import re
 import subprocess
@@ -147,6 +148,7 @@ def test_listeners_get_events_not_the_engine():
     assert readers == []
 
 
+@pytest.mark.slow
 def test_the_registries_are_filled_by_importing_any_part_of_clipig():
     code = ("from clipig.config.registry import CONSTRAINTS, PARAMETERIZATIONS, TRANSFORMS\n"
             "print(len(TRANSFORMS) > 20, len(CONSTRAINTS) > 5, sorted(PARAMETERIZATIONS))")

@@ -109,6 +109,7 @@ def test_models_lists_random_models(capsys):
     assert "random:tiny" in out and "ViT-B/32" in out
 
 
+@pytest.mark.slow
 def test_missing_weights_give_a_short_message(tmp_path):
     config = write(tmp_path)
     result = subprocess.run([sys.executable, "-m", "clipig", str(config), "-o", f"{tmp_path}/", "--model",
@@ -119,6 +120,7 @@ def test_missing_weights_give_a_short_message(tmp_path):
     assert str(tmp_path / "cache") in result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_image_and_sidecar(tmp_path):
     config = write(tmp_path, SMALL.replace("epochs: 2", "epochs: 100000").replace("resolution: 32",
                                                                                  "resolution: 32\nsnapshot_interval: 0"))

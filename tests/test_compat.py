@@ -107,6 +107,7 @@ def run_piped(text: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
                           cwd=cwd, timeout=300, env={**os.environ, "CLIPIG_CACHE": str(cwd / "cache")})
 
 
+@pytest.mark.slow
 def test_the_scripts_command_line_through_a_pipe(tmp_path):
     # scripts/helper.py's call: clipig.py - --output NAME --snapshot-interval S --device D [--repeat N], with
     # the DALL-E script's first template

@@ -15,6 +15,7 @@ from clipig.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_a_sample_of_mangled_examples_renders_or_explains(tmp_path, tiny):
     files = sorted([*ROOT.glob("examples/*.yaml"), *ROOT.glob("src/clipig/bench/configs/*.yaml")])
     sample = list(mangle.cases(files))[::101]

@@ -57,6 +57,7 @@ def check(caption: world.Caption, image: np.ndarray) -> None:
         assert thing["striped"] == (caption.texture == "striped")
 
 
+@pytest.mark.slow
 def test_captions_say_what_the_pixels_show():
     rng = np.random.default_rng(7)
     kinds = set()
@@ -123,6 +124,7 @@ def test_every_word_is_a_known_token():
     assert max(vocab) == 49407 and math.isfinite(len(vocab))
 
 
+@pytest.mark.slow
 def test_shapes_shown_reads_the_shapes_of_drawn_scenes():
     """The reader the quality benchmark and the first image's test use: drawn scenes of random captions,
     resized from 64 pixels as renders are, show their caption's shapes, and never another shape's caption."""

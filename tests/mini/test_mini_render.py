@@ -1,6 +1,7 @@
 """Rendering with `mini` and judging with `mini-referee`: properties that only a critic with knowledge of
 its world has (random:tiny, whose features mean nothing, fails each of them)."""
 
+import pytest
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from clipig.mini import world
 from clipig.mini.reading import READ_SIZE, nearest_colour, shapes_shown
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RED_CIRCLE = "a red circle on a blue background"
 
 
@@ -61,6 +62,7 @@ def test_select_best_trains_the_feature_that_matches_the_picture(tmp_path):
         assert counts[shown] > 3 * counts[1 - shown], (shown, counts)
 
 
+@pytest.mark.slow
 def test_a_negative_weight_pushes_the_picture_away_from_that_feature(referee):
     """`a red circle` and, with weight -1, `an orange circle` (colour is what renders of `mini` show best):
     the referee rates the orange circle lower than after the red circle alone, and below the red circle."""
@@ -74,6 +76,7 @@ def test_a_negative_weight_pushes_the_picture_away_from_that_feature(referee):
     assert after[0] > after[1]
 
 
+@pytest.mark.slow
 def test_the_first_image_shows_its_prompt(referee, tmp_path):
     """examples/first-image.yaml (what `make run` renders) as it is. The referee ranks its prompt first among
     the 17 captions that are it or differ from it in one word. Read from the pixels as the world's tests read

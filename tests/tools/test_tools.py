@@ -24,7 +24,7 @@ from clipig.files.output import save_png
 from clipig.run.engine import open_run
 from clipig.tools import batch, rank, rate, workers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 
 RANK_CONFIG = """
@@ -152,7 +152,7 @@ def test_rate_takes_the_original_flags_and_leaves_out_unreadable_images(tmp_path
     values, images, labels = rate.rate(critic, [str(dark), str(gray)], ["a cat", "a dog"], [str(dark)])
     # the same values (a tolerance: another batch of images may take other kernels, whose last bits differ),
     # written in full: each is a float32 value as it is, which a CSV rounded to a few decimals is not
-    assert [[float(v) for v in r[1:]] for r in rows[1:]] == pytest.approx(values.tolist(), rel=1e-5, abs=1e-4)
+    assert [float(v) for r in rows[1:] for v in r[1:]] == pytest.approx(values.flatten().tolist(), rel=1e-5, abs=1e-4)
     written = [float(v) for r in rows[1:] for v in r[1:]]
     assert all(float(np.float32(v)) == v for v in written) and any(round(v, 4) != v for v in written)
     assert list((tmp_path / "cache" / "features").rglob("*.pt"))  # -c caches the features
@@ -230,6 +230,7 @@ def test_rank_continues_each_parameterization_from_its_pixels(kind, tmp_path):
     assert "parameterization:" in (out / best["file"]).with_suffix(".yaml").read_text()
 
 
+@pytest.mark.slow
 def test_rank_resumes_after_being_killed(tmp_path):
     config, out = write(tmp_path / "penguin.yaml", RANK_CONFIG), tmp_path / "rank"
     args = [config, "--runs", "8", "--epochs", "3", "--keep", "1", "--final-epochs", "1", "-o", f"{out}/"]
@@ -311,6 +312,7 @@ def images(folder: Path) -> dict:
             for p in sorted(folder.rglob("*.png"))}
 
 
+@pytest.mark.slow
 def test_batch_renders_every_cell(gallery):
     out = gallery / "local"
     names = sorted(images(out))
@@ -323,6 +325,7 @@ def test_batch_renders_every_cell(gallery):
     assert other["seed"] == record["seed"]  # the cell decides the seed
 
 
+@pytest.mark.browser
 def test_gallery_navigation_in_chromium(gallery):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
@@ -403,6 +406,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_batch_on_ray_gives_the_same_files(gallery, ray_instance):
     out = gallery / "ray"
     assert batch.main([*batch_args(gallery, out), "--backend", "ray", "-q"]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 from clipig.config.docs import pages
 from clipig.config.schema import walk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "spec" / "parameter-reference.md"
 
 

@@ -36,6 +36,7 @@ def test_configure_sets_and_caps_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_render_rejects_zero_threads_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "clipig", "x.yaml", "--threads", "0"], capture_output=True,
                             text=True, cwd=tmp_path)
@@ -43,6 +44,7 @@ def test_render_rejects_zero_threads_without_traceback(tmp_path):
     assert "--threads: must be a whole number of at least 1, got '0'" in result.stderr
 
 
+@pytest.mark.slow
 def test_idle_openmp_threads_sleep_unless_the_user_says_otherwise():
     code = "import clipig, os; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -73,6 +73,7 @@ def test_fp16_on_cpu_is_a_config_error(tiny):
     assert "fp16" in message and "precision" in message
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile needs a C compiler")
 def test_compile_matches_eager(tiny, monkeypatch):
     monkeypatch.setattr(tiny, "_compiled", None)  # compiled here, forgotten afterwards

@@ -319,6 +319,7 @@ print(kib("VmHWM") - before)
     return int(out.stdout.split()[-1]) * 1024
 
 
+@pytest.mark.slow
 def test_smaller_passes_lower_the_peak_memory():
     small, large = epoch_memory(4), epoch_memory(32)
     assert large > 250 * 2**20  # 32 views keep about 290 MB at once

@@ -22,6 +22,7 @@ def weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
     argv = ["--seed", "5", "--steps", "2", "--batch", "8", "--threads", "1", "--eval-scenes", "4",
             "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--log-every", "1"]

@@ -17,6 +17,7 @@ import pytest
 from clipig.gui.server import host_allowed, origin_allowed
 
 CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser  # (make test-fast leaves them out)
 
 CONFIG = """\
 model: random:tiny

@@ -20,7 +20,7 @@ from PIL import Image
 
 from clipig.files.output import to_pil
 
-GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 GOLDEN = json.loads((GOLDEN_DIR / "original.json").read_text())
 START = GOLDEN_DIR / "start.png"
 

@@ -39,6 +39,7 @@ def test_an_ensembles_similarity_is_the_weighted_mean_of_its_models():
     assert abs(one - two) > 0.1  # two models trained apart
 
 
+@pytest.mark.slow
 def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
     from clipig.bench.speed import main
     assert main(["--quality", "plain", "fft", "ensemble", "coarse-to-fine", "--epochs", "2"]) == 0

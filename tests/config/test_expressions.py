@@ -10,7 +10,7 @@ import pytest
 try:
     from clipig.config import expressions as ex
 except ImportError:  # package not installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     from clipig.config import expressions as ex
 
 from clipig.config.expressions import (

@@ -358,6 +358,7 @@ def _assert_same(plain, fast, pixels, feature_tol, grad_tol, autocast=False):
     assert (g1 - g0).abs().max() <= grad_tol * g0.abs().max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
 def test_vit_fast_path_gives_the_same_features_and_pixel_gradients(arch):
     plain, fast, changed = _plain_and_fast(lambda: critic.random_model(parse(f"random:{arch}"))[0])

@@ -18,6 +18,7 @@ def test_reference_configurations_exist_and_validate():
         assert config.targets
 
 
+@pytest.mark.slow
 def test_quick_run_prints_the_table_and_the_five_figures(capsys):
     code = bench.main(["--quick", "--model", "random:tiny", "--epochs", "2", "--warmup", "0", "--repeats", "1",
                        "curly-spoon", "animal-method1", "hires-1024"])
@@ -32,6 +33,7 @@ def test_quick_run_prints_the_table_and_the_five_figures(capsys):
     assert "n/a" not in figures  # every figure was measured
 
 
+@pytest.mark.slow
 def test_profile_shows_operators_and_functions(capsys):
     code = bench.main(["--quick", "--model", "random:tiny", "--epochs", "1", "--warmup", "0", "--repeats", "1",
                        "--no-memory", "--no-sweep", "--profile", "1", "curly-spoon"])
@@ -71,6 +73,7 @@ def test_unknown_configuration_is_an_error():
         bench.main(["--quick", "--model", "random:tiny", "no-such-config"])
 
 
+@pytest.mark.slow
 def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "clipig.bench", "--help"], capture_output=True, text=True,
                             cwd=Path(__file__).parent, timeout=60)
