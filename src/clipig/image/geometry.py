@@ -119,6 +119,15 @@ def as_tensor(images) -> torch.Tensor:
     return images.tensor() if isinstance(images, Views) else images
 
 
+def turn(images: torch.Tensor, angle: torch.Tensor, scale, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Each image of [N, C, H, W] turned by its `angle` (radians, [N]), scaled by `scale` and moved by (dx, dy)
+    (in half sizes), sampled bilinearly, black outside: the mini training's augmentation (`Views` folds the
+    transforms of a run's views)."""
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1)
+    return F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
+
+
 # --- matrices (output pixel coords -> input pixel coords), [n, 3, 3] ----------------------------------------
 
 def eye(n: int = 1, device=None) -> torch.Tensor:

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from ..critic import mini
 from ..critic.views import OPENAI_MEAN, OPENAI_STD
+from ..image.geometry import turn
+from ..image.transforms import blur_each
 from . import evaluate, world
 
 FOOL_STEP = 0.02  # each step of the optimiser-made pictures moves their pixels by this much (RMS)
@@ -75,21 +77,15 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
     n, _, h, w = images.shape
     u = lambda lo, hi: uniform(n, lo, hi, g)  # noqa: E731
     angle, scale = torch.deg2rad(u(-20, 20)), u(0.85, 1.15)
-    moved = turned(images, angle, scale, u(-0.16, 0.16), u(-0.16, 0.16))
+    moved = turn(images, angle, scale, u(-0.16, 0.16), u(-0.16, 0.16))
     images = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], moved, images)
     wrap = (torch.rand(n, generator=g) < 0.25) & ~placed
     shifts = torch.randint(0, h, (n, 2), generator=g)
     images = torch.stack([img.roll(tuple(s.tolist()), (1, 2)) if flag else img
                           for img, s, flag in zip(images, shifts, wrap)])
     images, masks = images[:, :3], images[:, 3:]
-    sigma = u(0.4, 1.2)
-    radius = torch.arange(-3, 4, dtype=torch.float32)
-    kernel = torch.exp(-radius[None] ** 2 / (2 * sigma[:, None] ** 2))
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(3, 0)  # [n*3, 7]
-    flat = images.reshape(1, n * 3, h, w)
-    blurred = F.conv2d(F.pad(flat, (3, 3, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=n * 3)
-    blurred = F.conv2d(F.pad(blurred, (0, 0, 3, 3), mode="replicate"), kernel[:, None, :, None], groups=n * 3)
-    images = torch.where((torch.rand(n, generator=g) < 1 / 3)[:, None, None, None], blurred.view_as(images), images)
+    blurred = blur_each(images, u(0.4, 1.2))
+    images = torch.where((torch.rand(n, generator=g) < 1 / 3)[:, None, None, None], blurred, images)
     noise = torch.randn(images.shape, generator=g) * u(0, 0.12)[:, None, None, None]
     return images + noise * (torch.rand(n, generator=g) < 0.5)[:, None, None, None], masks
 
@@ -97,14 +93,6 @@ def augment(images: torch.Tensor, masks: torch.Tensor, placed: torch.Tensor, g: 
 def uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     """`n` numbers drawn evenly from lo..hi."""
     return lo + (hi - lo) * torch.rand(n, generator=g)
-
-
-def turned(images: torch.Tensor, angle: torch.Tensor, scale, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Each image turned by its `angle` (radians), scaled and moved by (dx, dy) (in half sizes), black
-    outside."""
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1)
-    return F.grid_sample(images, F.affine_grid(theta, images.shape, align_corners=False), align_corners=False)
 
 
 class Batches(torch.utils.data.Dataset):
@@ -197,7 +185,7 @@ class Fooled:
         n = len(images)
         if images.shape[-1] != self.image_size:
             u = lambda lo, hi: uniform(n, lo, hi, self.g)  # noqa: E731
-            images = self._shown(turned(images, torch.deg2rad(u(-10, 10)), 1, u(-0.1, 0.1), u(-0.1, 0.1)))
+            images = self._shown(turn(images, torch.deg2rad(u(-10, 10)), 1, u(-0.1, 0.1), u(-0.1, 0.1)))
         strength = 0.1 * torch.rand(n, 1, 1, 1, generator=self.g)
         return images + strength * torch.randn(images.shape, generator=self.g)
 
