@@ -314,13 +314,9 @@ def test_a_fourier_decorrelated_run_trains_continues_and_resets(server, page):
     page.keyboard.press("Alt+x")
     wait_status(page, "stopped")
     assert page.request.get(f"{server.base}/api/image.png").body() != stopped
-    before = set((server.work / "out").glob("*.yaml"))
-    page.click("#save-image")
-    page.wait_for_function("document.getElementById('toast').classList.contains('show')")
-    deadline = time.monotonic() + 10
-    while not set((server.work / "out").glob("*.yaml")) - before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    sidecar, = set((server.work / "out").glob("*.yaml")) - before
+    page.click("#save-image")  # the toast names the files this save wrote (not another test's, nor an old toast)
+    expect(page.locator("#toast")).to_contain_text(".yaml", timeout=30_000)
+    sidecar = server.work / re.search(r"and (\S+\.yaml)", page.locator("#toast").text_content()).group(1)
     assert "parameterization: {type: fft, decay: 1.0, decorrelate: true}" in sidecar.read_text()
 
     # reset: from epoch 0 again

@@ -37,6 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout (the golden numbers live in its tests/)
 GOLDEN_DIR = ROOT / "tests" / "golden"
+WORKER = [sys.executable, "-m", "clipig.bench.fidelity", "--worker"]
 WEIGHTS_SEED = 1234
 BASE = {"epochs": 6, "resolution": 64, "verbose": 0, "snapshot_interval": 0,
         "init": {"image": "{start}", "mean": 0, "std": 1}}
@@ -282,16 +283,13 @@ def run_original(config: Path, out: Path) -> dict:
 
 
 def run_clipig(config: Path, out: Path, model: str) -> dict:
-
     from clipig.config.loader import load
-    from clipig.critic.models import load_critic
     from clipig.files.output import save_png
-    from clipig.run.engine import Engine
+    from clipig.run.engine import open_run
     data = load([config], overrides=[f"model={json.dumps(model)}", "device=cpu", "seed=0"])
-    engine = Engine(data, critic=load_critic(model, "cpu"))
-    start = engine.image()
     losses = []
-    engine.listeners.append(lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None)
+    engine = open_run(data, [lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None])
+    start = engine.image()
     engine.run()
     save_png(engine.image(), out)
     stats = [{"views": t.get("views"), "counts": [f["count"] for f in t["features"]]}
@@ -328,7 +326,7 @@ def run_workers(configs: dict, model: str, directory: Path, start: Path, base: d
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(config_data(exp, base, start), sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     for program in ("original", "clipig"):
-        subprocess.run([sys.executable, "-m", "clipig.bench.fidelity", "--worker", program, "--model", model, "--dir", str(directory)],
+        subprocess.run([*WORKER, program, "--model", model, "--dir", str(directory)],
                        env=env, check=True)
 
 
@@ -383,7 +381,7 @@ def record_golden(directory: Path) -> None:
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(config_data(exp, GOLDEN_BASE, start),
                                                                sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    subprocess.run([sys.executable, "-m", "clipig.bench.fidelity", "--worker", "original", "--model", "random:tiny", "--dir",
+    subprocess.run([*WORKER, "original", "--model", "random:tiny", "--dir",
                     str(directory)], env=env, check=True)
     golden = {}
     for name, exp in GOLDEN.items():

@@ -27,14 +27,14 @@ def seen(views, size: int) -> torch.Tensor:
     return fit(views, size).clamp(0, 1)
 
 
-def quantize(image: torch.Tensor) -> torch.Tensor:
-    """Pixels in [0, 1] (clamped first) -> the 8-bit values a PNG holds, as floats in [0, 1]."""
-    return torch.floor(image.clamp(0, 1) * 255.0 + 0.5) / 255.0
-
-
 def to_bytes(image: torch.Tensor) -> torch.Tensor:
-    """[3, H, W] in [0, 1] -> [H, W, 3] uint8 on the CPU: the pixels of the image's PNG."""
+    """[3, H, W] in [0, 1] (clamped first) -> [H, W, 3] uint8 on the CPU: the pixels of the image's PNG."""
     return (image.detach().clamp(0, 1).permute(1, 2, 0).cpu() * 255.0 + 0.5).to(torch.uint8)
+
+
+def quantize(image: torch.Tensor) -> torch.Tensor:
+    """[3, H, W] -> the 8-bit values its PNG holds (`to_bytes`), as floats in [0, 1] on the CPU."""
+    return to_bytes(image).permute(2, 0, 1).to(torch.float32) / 255.0
 
 
 class Shown:
