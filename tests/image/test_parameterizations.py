@@ -119,15 +119,26 @@ def test_an_init_image_comes_out_as_that_image(kind, tiny, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_continuing_from_the_unclamped_image_continues_exactly(kind, tiny):
-    """The GUI (stop, edit, continue) and snapshots restore through `init.image_tensor`."""
+    """The live editor (stop, edit, continue) and its snapshots go on through open_run(state={epoch, image}): the
+    run shows the unclamped picture, starts at the epoch and trains exactly as a run of the configuration that
+    started there from `init.image_tensor` (the original's way, still read from files)."""
+    from clipig.config.loader import load
+    from clipig.run.engine import open_run
     first = make_engine(SPOON + f"parameterization: {kind}\n")
     first.run()
     state = first.image(unclamped=True)
-    second = make_engine(SPOON + f"parameterization: {kind}\n", "epochs=5", "start_epoch=3",
-                         f"init.image_tensor={state.tolist()}")
+    config = load(texts=[SPOON + f"parameterization: {kind}\n"], overrides=["model=random:tiny", "verbose=0",
+                                                                             "seed=0", "epochs=5"])
+    second = open_run(config, state={"epoch": 3, "image": state})
     assert torch.allclose(second.image(unclamped=True), state, atol=1e-5)
-    state[0, 0, 0] += 1  # a copy, never the trained tensor itself
-    assert not torch.equal(second.image(unclamped=True), state)
+    assert second.epoch == 3 and second.facts().continued and second.facts().first_epoch == 3
+    second.image(unclamped=True)[0, 0, 0] += 1  # a copy, never the trained tensor itself
+    assert torch.allclose(second.image(unclamped=True), state, atol=1e-5)
+    old_way = make_engine(SPOON + f"parameterization: {kind}\n", "epochs=5", "start_epoch=3",
+                          f"init.image_tensor={state.tolist()}")
+    second.run()
+    old_way.run()
+    assert torch.equal(second.image(unclamped=True), old_way.image(unclamped=True))
 
 
 @pytest.mark.parametrize("kind", KINDS)

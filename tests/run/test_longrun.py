@@ -110,6 +110,21 @@ def test_snapshots_carry_provenance_and_other_pngs_are_refused(tmp_path, tiny, c
         assert "plain.png: this image has no CLIPig provenance" in capsys.readouterr().err
 
 
+def test_a_run_continued_from_a_picture_says_so_and_is_not_replayed(tmp_path, tiny, capsys):
+    """The live editor's continuation after edits starts from a picture no configuration holds: its PNG and
+    sidecar say so, `clipig info` explains, `clipig replay` refuses instead of rendering something else."""
+    from clipig.config.loader import load
+    from clipig.files.output import OutputWriter
+    from clipig.run.engine import open_run
+    config = load(texts=[EXPERIMENT], overrides=["model=random:tiny", "device=cpu", "verbose=0"])
+    open_run(config, [OutputWriter(config, tmp_path / "c.png")], state={"epoch": 5, "image": torch.rand(3, 9, 9)}).run()
+    assert "# (continued at epoch 5 from a picture of the live editor, not stored)" in (tmp_path / "c.yaml").read_text()
+    assert main(["info", str(tmp_path / "c.png")]) == 0
+    assert "continued from a picture of the live editor (not stored)" in capsys.readouterr().out
+    assert main(["replay", str(tmp_path / "c.png"), "-q"]) == 2
+    assert "c.png: the run continued from a picture of the live editor" in capsys.readouterr().err
+
+
 def test_replay_is_identical_and_says_how_far_a_changed_image_is(tmp_path, tiny, capsys):
     assert main([write(tmp_path), "-o", f"{tmp_path}/a.png", *TINY]) == 0
     capsys.readouterr()

@@ -274,8 +274,9 @@ def build_schema() -> Section:
                 "`init.resolution` (or `resolution`) and cropped at the centre, then `* std + mean`.")),
             "image_tensor": Param("list", doc=(
                 "A [C, H, W] nested list of pixel values to start from, scaled and cropped like `image` but "
-                "without `std`, `mean` and clamping (used by the GUI to continue training after config "
-                "changes).")),
+                "without `std`, `mean` and clamping. The original's GUI wrote it to continue training after "
+                "config changes; CLIPig's live editor continues through the run's state instead (as `clipig "
+                "resume` does), and reads this value like any other, so that files that hold it still run.")),
         }),
         "targets": ListOf(target, "The targets that define the desired image."),
         "postproc": Plugins(TRANSFORMS, "Post-processing: resolution-keeping transforms applied to the pixels "
