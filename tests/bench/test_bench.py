@@ -66,6 +66,8 @@ def test_ensemble_partner():
     assert bench.ensemble_partner("ViT-B/32") == "random:ViT-B/32:1"
     assert bench.ensemble_partner("ViT-B-32/laion2b_s34b_b79k") == "random:ViT-B-32:1"
     assert bench.ensemble_partner("/models/my.pt") is None
+    assert bench.ensemble_partner("ViT-L-14:/models/my.pt") == "random:ViT-L-14:1"  # the name tells the arch
+    assert bench.ensemble_partner("mini") is None
 
 
 def test_unknown_configuration_is_an_error():

@@ -322,17 +322,16 @@ def run_config(name: str, path: Path, args, overrides=()) -> Row:
 
 def ensemble_partner(model: str) -> str | None:
     """A model of the same architecture as `model` with other (random) weights, for the ensemble row: it costs
-    the same CLIP pass and needs no download. None for checkpoint files."""
-    import re
-
-    from ..critic.weights import OPENAI_NAMES
-    seeded = re.fullmatch(r"(random:.+):(\d+)", model)
-    if seeded:
-        return f"{seeded.group(1)}:{int(seeded.group(2)) + 1}"
-    if model.startswith("random:"):
-        return f"{model}:1"
-    if model in OPENAI_NAMES or re.fullmatch(r"[\w.-]+/[\w.-]+", model):
-        return f"random:{model if model in OPENAI_NAMES else model.split('/')[0]}:1"
+    the same CLIP pass and needs no download. None where the name tells no architecture (a checkpoint file
+    without one, a shipped mini)."""
+    from ..critic.names import parse
+    name = parse(model)
+    if name.kind == "random":
+        return f"{model.strip().removesuffix(f':{name.seed}')}:{name.seed + 1}"
+    if name.kind == "openai":
+        return f"random:{model.strip()}:1"
+    if name.kind == "pretrained" or (name.kind == "file" and name.arch):
+        return f"random:{name.arch}:1"
     return None
 
 
