@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # the floor of each package (docs/architecture.md draws them); one floor may hold several packages, which then
 # do not import each other. The top-level modules (the command line, the package itself) are the roof.
 FLOORS = {"config": 0, "critic": 1, "image": 2, "run": 3, "files": 4, "mini": 4, "tools": 5, "gui": 5,
-          "bench": 6}
+          "bench": 6, "api": 6}
 ROOF = 7
 
 

@@ -118,9 +118,10 @@ def test_a_run_continued_from_a_picture_says_so_and_is_not_replayed(tmp_path, ti
     from clipig.run.engine import open_run
     config = load(texts=[EXPERIMENT], overrides=["model=random:tiny", "device=cpu", "verbose=0"])
     open_run(config, [OutputWriter(config, tmp_path / "c.png")], state={"epoch": 5, "image": torch.rand(3, 9, 9)}).run()
-    assert "# (continued at epoch 5 from a picture of the live editor, not stored)" in (tmp_path / "c.yaml").read_text()
+    assert ("# (continued at epoch 5 from a picture of the live editor or the Python API, not stored)"
+            in (tmp_path / "c.yaml").read_text())
     assert main(["info", str(tmp_path / "c.png")]) == 0
-    assert "continued from a picture of the live editor (not stored)" in capsys.readouterr().out
+    assert "continued from a picture of the live editor or the Python API (not stored)" in capsys.readouterr().out
     assert main(["replay", str(tmp_path / "c.png"), "-q"]) == 2
     assert "c.png: the run continued from a picture of the live editor" in capsys.readouterr().err
 

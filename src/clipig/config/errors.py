@@ -3,7 +3,15 @@
 import warnings
 
 
-class ConfigError(ValueError):
+class UserError:
+    """Mixin of the errors that are the user's to fix: IPython (Jupyter, Colab) shows them as the CLI prints
+    them, without a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return f"{type(self).__name__}: {self}".splitlines()
+
+
+class ConfigError(UserError, ValueError):
     """A mistake in the user's configuration: printed as one clear message, never as a traceback.
 
     `path` is the parameter path (`targets[0].transforms[2].random_rotate.degree`),

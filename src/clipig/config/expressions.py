@@ -45,6 +45,8 @@ import random
 import warnings
 from typing import Any, Callable, Mapping
 
+from .errors import UserError
+
 MAX_SOURCE_LENGTH = 2000
 MAX_NODES = 500
 MAX_DEPTH = 100
@@ -55,7 +57,7 @@ MAX_POW_EXPONENT = 10000
 MAX_FACTORIAL = 1000
 
 
-class ExpressionError(ValueError):
+class ExpressionError(UserError, ValueError):
     """User-facing error; str() is a clear one-line message (no traceback needed)."""
 
 

@@ -17,6 +17,8 @@ import warnings
 
 import torch
 
+from ..config.errors import UserError
+
 OPENAI_NAMES = {
     "RN50": "RN50", "RN101": "RN101", "RN50x4": "RN50x4", "RN50x16": "RN50x16", "RN50x64": "RN50x64",
     "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
@@ -26,7 +28,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
 MODEL_TIMEOUT = 60  # seconds without data before a weight download is aborted
 
 
-class ModelError(Exception):
+class ModelError(UserError, Exception):
     """User-facing error; str() is the complete message."""
 
 

@@ -102,7 +102,8 @@ def sidecar_text(config, facts=None, reason: str = "done") -> str:
                    f"runtime: {duration(facts.runtime)} ({facts.seconds_per_epoch:.3f}s per epoch) on "
                    f"{where(facts.device)}", "", *statistics_table(facts.statistics).splitlines()]
         if facts.continued:
-            header.append(f"(continued at epoch {facts.first_epoch} from a picture of the live editor, not stored)")
+            header.append(f"(continued at epoch {facts.first_epoch} from a picture of the live editor or the Python "
+                          "API, not stored)")
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
     return "".join(f"# {line}".rstrip() + "\n" for line in header) + "\n" + body
 

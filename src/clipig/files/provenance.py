@@ -31,6 +31,6 @@ def summary(path: str | Path, info: dict) -> str:
              f"python {v.get('python')}"]
     lines += [f"model {m['name']}  sha256 {m['sha256']}" for m in run.get("models", [])]
     if run.get("continued") or run.get("init_image_tensor"):  # (the name in images of earlier versions)
-        lines.append("continued from a picture of the live editor (not stored): rendering the config again "
-                     "starts from its `init`")
+        lines.append("continued from a picture of the live editor or the Python API (not stored): rendering the "
+                     "config again starts from its `init`")
     return "\n".join(lines)

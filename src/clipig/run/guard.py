@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import torch
 
+from ..config.errors import UserError
+
 FLOAT32_MAX = torch.finfo(torch.float32).max  # also catches inf and (through the comparison) NaN
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(UserError, RuntimeError):
     """str() names the epoch and the values that went bad."""
 
     def __init__(self, epoch: int, problems: list[str]):

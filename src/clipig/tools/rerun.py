@@ -68,8 +68,8 @@ def replay(argv: list[str]) -> int:
     record = read(args.file)
     run = record["run"]
     if run.get("continued") or run.get("init_image_tensor"):  # (the name in images of earlier versions)
-        raise ConfigError("the run continued from a picture of the live editor (after edits), which is not "
-                          "stored: it cannot be replayed", file=args.file)
+        raise ConfigError("the run continued from a picture of the live editor or the Python API (after edits), "
+                          "which is not stored: it cannot be replayed", file=args.file)
     device = args.device or run.get("device", "auto")
     if args.device is None and device.startswith("cuda") and not torch.cuda.is_available():
         print(f"note: recorded on {device}, replaying on the CPU: expect small differences", file=sys.stderr)
