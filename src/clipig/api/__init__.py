@@ -38,9 +38,7 @@ class Run:
     """
 
     def __init__(self, experiment, **settings):
-        items = experiment if isinstance(experiment, (list, tuple)) else [experiment]
-        names = [str(i) for i in items if isinstance(i, Path) or is_file_name(i)]
-        self._open(read(items), settings, name=names[-1] if names else None)
+        self._open(listed(experiment), settings)
 
     @classmethod
     def resume(cls, path, **settings) -> "Run":
@@ -55,42 +53,43 @@ class Run:
         run = cls.__new__(cls)
         if file.is_file() or path.suffix == statefile.SUFFIX:
             state = statefile.load(file)
-            run._open(parse_yaml(state["config"], str(file)), settings, str(path.with_suffix(".png")), state)
+            run._open([parse_yaml(state["config"], str(file))], settings, state, str(path.with_suffix(".png")))
         else:
             from ..config.recorded import read as recorded
             from ..critic.images import load_image
             epoch = recorded(path)["run"].get("epoch", 0)
-            run._open(read([path]), settings, str(path), {"epoch": epoch, "image": load_image(str(path))})
+            run._open([path], settings, {"epoch": epoch, "image": load_image(str(path))})
         return run
 
-    def _open(self, data: dict, settings: dict, name: str | None, state: dict | None = None) -> None:
-        self._name, self._data, self._on_epoch, self._progress = name, data, None, None
-        self._reopen(state, settings)
-
-    def _reopen(self, state: dict | None, settings: dict) -> None:
-        """Validate the data with the settings applied and open the engine, going on from `state`."""
+    def _open(self, items: list, settings: dict, state: dict | None = None, name: str | None = None) -> None:
+        """Open the engine of `items` (experiments) with `settings` applied, going on from `state`."""
+        from ..config.errors import ConfigError
         from ..config.loader import apply_override
         from ..config.schema import validate
         from ..run import threads
         from ..run.engine import open_run
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
-            from ..config.errors import ConfigError
             raise ConfigError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(SETTINGS)}")
+        data = read(items)
         for assignment in overrides(settings):
-            apply_override(self._data, assignment)
-        config = validate(self._data)
-        self._on_epoch = settings.get("on_epoch", self._on_epoch)
+            apply_override(data, assignment)
+        config = validate(data)
+        if in_kernel():
+            from . import notebook  # noqa: F401  (before the model loads: see notebook.py)
         threads.configure(settings.get("threads"))
-        self._engine = open_run(config, [self._listen], state=state)
-        self._ran, self._until = False, 0
+        engine = open_run(config, [self._listen], state=state)
+        files = [str(i) for i in items if isinstance(i, Path) or is_file_name(i)]
+        self._items, self._settings, self._engine = items, settings, engine
+        self._name = name or (files[-1] if files else None)  # names the image, as the CLI's last file does
+        self._ran, self._until, self._progress = False, 0, None
 
     def _listen(self, event) -> None:
         if self._progress is not None:
             self._progress(event)
         if event.kind == "epoch":
-            if self._on_epoch is not None:
-                self._on_epoch(event)
+            if self._settings.get("on_epoch") is not None:
+                self._settings["on_epoch"](event)
             if event.epoch >= self._until:
                 event.stop()
 
@@ -117,17 +116,15 @@ class Run:
 
     def change(self, experiment=None, **settings) -> "Run":
         """Go on with a changed experiment from the current pixels and epoch, as the live editor continues
-        after an edit: `settings` apply over this run's experiment (`change(set={"targets[0].transforms[0]
-        .noise": .3})`), or over `experiment`, which replaces it. The optimizer and statistics start afresh."""
+        after an edit: `experiment` replaces the experiment (default: the same one, its files read again),
+        `settings` apply over the settings so far (`change(set={"targets[0].transforms[0].noise": .3})`).
+        The optimizer and the statistics start afresh; a change that is refused leaves the run as it was."""
         picture = {"epoch": self.epoch, "image": self._engine.image(unclamped=True)}
-        data = copy.deepcopy(self._data) if experiment is None else read(
-            experiment if isinstance(experiment, (list, tuple)) else [experiment])
-        old, self._data = self._data, data
-        try:
-            self._reopen(picture, settings)
-        except BaseException:
-            self._data = old
-            raise
+        merged = {**self._settings, **settings, "set": {**self._settings.get("set", {}), **settings.get("set", {})}}
+        if experiment is None:
+            self._open(self._items, merged, picture, self._name)
+        else:
+            self._open(listed(experiment), merged, picture)
         return self
 
     def stop(self) -> None:
@@ -215,6 +212,10 @@ def rate(image, texts, model: str = "ViT-B/32", device: str = "auto") -> dict[st
     return dict(zip(texts, similarity[0].tolist()))
 
 
+def listed(experiment) -> list:
+    return list(experiment) if isinstance(experiment, (list, tuple)) else [experiment]
+
+
 def is_file_name(item) -> bool:
     """A string that names a file (one line ending in .yaml, .yml or .png), not YAML text."""
     return isinstance(item, str) and "\n" not in item and item.strip().lower().endswith((".yaml", ".yml", ".png"))
@@ -228,7 +229,7 @@ def read(items: list) -> dict:
     data, text = LocDict(loc=(files[0] if files else None, 1)), 0
     for item in items:
         if isinstance(item, dict):
-            part = copy.deepcopy(item)  # merging and overrides change the data: never the caller's dict
+            part = copy.deepcopy(item)  # merging and overrides change the data, never the caller's dict
         elif isinstance(item, Path) or is_file_name(item):
             part = read_yaml(item)
         elif isinstance(item, str):
@@ -249,11 +250,16 @@ def overrides(settings: dict) -> list[str]:
     return result + (["verbose=0"] if settings.get("quiet") else [])
 
 
-def progress(verbose: int):
-    """The listener that shows a run's progress: in a Jupyter kernel (IPython with a kernel: Jupyter, Colab,
-    VS Code) the live image and `tqdm.auto`, imported only there; elsewhere the CLI's progress bar."""
+def in_kernel() -> bool:
+    """Whether this is a Jupyter kernel (IPython with a kernel: Jupyter, Colab, VS Code), without importing IPython."""
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    if getattr(shell, "kernel", None) is not None:
+    return getattr(shell, "kernel", None) is not None
+
+
+def progress(verbose: int):
+    """The listener that shows a run's progress: in a Jupyter kernel the live image and `tqdm.auto` (imported
+    only there), elsewhere the CLI's progress bar."""
+    if in_kernel():
         from .notebook import Live
         return Live(verbose)
     from ..files.runner import Progress

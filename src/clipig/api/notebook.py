@@ -1,11 +1,17 @@
 """A run shown in a Jupyter notebook (or Colab): the image emerging in place, a `tqdm.auto` progress bar (a
 widget where ipywidgets is installed, text otherwise) and the statistics table at the end. Imported only
-inside a kernel (clipig.api.progress)."""
+inside a kernel, when a run opens (clipig.api.Run)."""
 
 from __future__ import annotations
 
 import time
 import warnings
+
+from IPython.display import display
+
+with warnings.catch_warnings():  # tqdm.auto warns once, when first imported, that without ipywidgets its bar is
+    warnings.simplefilter("ignore")  # text, which is fine; imported here before open_clip imports it
+    from tqdm.auto import tqdm
 
 SHOWN = 256  # small images are shown enlarged (whole pixels, no smoothing) to at least this many pixels
 MIN_INTERVAL = 0.25  # seconds between two updates of the image, at least
@@ -30,10 +36,6 @@ class Live:
         if self.verbose < 1:
             return
         if event.kind == "start":
-            from IPython.display import display
-            with warnings.catch_warnings():  # tqdm.auto's note that ipywidgets is missing: the text bar is fine
-                warnings.simplefilter("ignore")
-                from tqdm.auto import tqdm
             self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", mininterval=0.25)
             self.handle = display(self.picture(event), display_id=True)
         elif event.kind == "epoch":
