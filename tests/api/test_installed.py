@@ -11,6 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+UNMET = """
+from importlib.metadata import requires, version
+from packaging.requirements import Requirement
+wanted = [Requirement(r) for r in requires("clipig")]
+print([str(r) for r in wanted if any(r.marker is None or r.marker.evaluate({"extra": e}) for e in ("", "test", "ray"))
+       and not r.specifier.contains(version(r.name), prereleases=True)])
+"""
 
 
 def run(command: list, cwd: Path, env: dict, timeout: int = 300) -> str:
@@ -41,6 +48,10 @@ def test_the_installed_wheel_works_outside_the_checkout(tmp_path):
     (purelib / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
         tmp_path, dict(os.environ))
+
+    # the wheel's requirements, its [test] and [ray] extras too, hold for the versions the tests run with
+    unmet = run([str(python), "-c", UNMET], tmp_path, dict(os.environ)).strip()
+    assert unmet == "[]", f"requirements that the tested versions do not meet: {unmet}"
 
     home = tmp_path / "user"
     home.mkdir()
