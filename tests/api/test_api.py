@@ -126,6 +126,22 @@ def test_running_in_steps_is_one_run_and_on_epoch_can_stop_it(experiment, tiny):
         run.run()
 
 
+def test_an_interrupted_run_goes_on_where_it_stopped(experiment, tiny):
+    """The kernel's interrupt (KeyboardInterrupt) ends `run()`; the next `run()` goes on to the same pixels."""
+    whole = clipig.render(experiment, seed=5, **TINY)
+    epochs = []
+
+    def interrupt(event):
+        epochs.append(event.epoch)
+        if len(epochs) == 2:
+            raise KeyboardInterrupt
+
+    run = clipig.Run(experiment, seed=5, on_epoch=interrupt, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert run.run().epoch == 4 and run.image.tobytes() == whole.image.tobytes()
+
+
 def test_change_goes_on_from_the_pixels_as_the_live_editor_does(experiment, tiny):
     kept = []
     run = clipig.Run(experiment, seed=4, on_epoch=lambda event: kept.append(event.image(unclamped=True)), **TINY)

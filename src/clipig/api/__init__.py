@@ -120,7 +120,8 @@ class Run:
         `settings` apply over the settings so far (`change(set={"targets[0].transforms[0].noise": .3})`).
         The optimizer and the statistics start afresh; a change that is refused leaves the run as it was."""
         picture = {"epoch": self.epoch, "image": self._engine.image(unclamped=True)}
-        merged = {**self._settings, **settings, "set": {**self._settings.get("set", {}), **settings.get("set", {})}}
+        merged = {**self._settings, **settings,
+                  "set": {**(self._settings.get("set") or {}), **(settings.get("set") or {})}}
         if experiment is None:
             self._open(self._items, merged, picture, self._name)
         else:
