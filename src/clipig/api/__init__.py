@@ -15,8 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-SETTINGS = ("output", "model", "device", "epochs", "resolution", "learnrate", "optimizer", "snapshot_interval",
-            "seed", "verbose", "quiet", "threads", "set", "on_epoch")  # the CLI's shorthands, --set, a listener
+from ..config.loader import SHORTHANDS
+
+SETTINGS = (*SHORTHANDS, "quiet", "threads", "set", "on_epoch")  # the CLI's shorthands and options, a listener
 
 
 def render(experiment, **settings) -> "Run":
@@ -245,7 +246,6 @@ def read(items: list) -> dict:
 
 def overrides(settings: dict) -> list[str]:
     """The settings as the CLI's overrides: `set` first, then the shorthands (they win), values as YAML."""
-    from ..config.loader import SHORTHANDS
     result = [f"{path}={json.dumps(value)}" for path, value in (settings.get("set") or {}).items()]
     result += [f"{name}={json.dumps(settings[name])}" for name in SHORTHANDS if settings.get(name) is not None]
     return result + (["verbose=0"] if settings.get("quiet") else [])
