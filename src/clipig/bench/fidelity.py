@@ -287,7 +287,8 @@ def run_clipig(config: Path, out: Path, model: str) -> dict:
     from clipig.critic.models import load_critic
     from clipig.files.output import save_png
     from clipig.run.engine import Engine
-    data = load([config], overrides=[f"model={json.dumps(model)}", "device=cpu", "seed=0"])
+    data = load([config], overrides=[f"model={json.dumps(model)}", "device=cpu", "seed=0",
+                                     "precision=fp32"])
     engine = Engine(data, critic=load_critic(model, "cpu"))
     start = engine.image()
     losses = []

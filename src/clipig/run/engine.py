@@ -4,7 +4,6 @@ of its events (run.events); `open_run` opens a run for all of them, new or going
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
@@ -17,6 +16,7 @@ from ..config.errors import ConfigError
 from ..config.expressions import drawing_from, learnrate_variables, resolution_variables, time_variables
 from ..config.timing import is_on
 from ..critic.critic import Ensemble
+from ..critic.precision import autocast, resolve
 from ..critic.views import Shown
 from ..image.parameterizations import create, rebuilt
 from ..image.start import cover, initial_pixels
@@ -99,16 +99,11 @@ class Engine:
         return cls(self.canvas.parameters(), lr=base, **extra)
 
     def _autocast(self, precision: str):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        if precision == "auto" and self.device.type == "cuda":
-            dtype = torch.float16
-        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-        if dtype is None:
-            return contextlib.nullcontext
-        if self.device.type == "cpu" and dtype == torch.float16:
+        self.precision = resolve(precision, self.device)
+        if self.device.type == "cpu" and self.precision == "fp16":
             raise ConfigError("fp16 is only available on CUDA; use bf16 or fp32 on the CPU", "precision"
                               ).located(*self.config.precision.loc)
-        return lambda: torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def _canvas_at(self, epoch: int, picture: torch.Tensor | None = None):
         """The parameterization at an epoch's resolution, showing the start picture of `init`, or `picture`
