@@ -388,4 +388,5 @@ def test_resnet_runs_channels_last_with_the_same_features():
 
 def test_the_critic_uses_the_fast_path(tiny):
     from clipig.critic.fast_vision import PatchEmbedding
-    assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 3
+    assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 4
+    assert "final projection per run" in tiny.speedups

@@ -138,14 +138,14 @@ class TimedCritic:
         from ..critic.views import seen
         return self.encode_seen(seen(images, self._critic.input_size), compiled)
 
-    def encode_seen(self, images, compiled: bool = False):
+    def encode_seen(self, images, compiled: bool = False, parts=None):
         import torch
         if not (torch.is_grad_enabled() and images.requires_grad):
-            return self._critic.encode_seen(images, compiled)
+            return self._critic.encode_seen(images, compiled, parts)
         record = {"critic": self._critic, "shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
                   if torch.is_autocast_enabled("cpu") else None}
         start = time.perf_counter()
-        features = self._critic.encode_seen(images, compiled)
+        features = self._critic.encode_seen(images, compiled, parts)
         record["forward"] = time.perf_counter() - start
         if features.requires_grad:
             features.register_hook(lambda grad: record.__setitem__("backward_start", time.perf_counter()))

@@ -92,6 +92,17 @@ def _attention(self, q_x, k_x=None, v_x=None, attn_mask=None):
                     frozen(attn.out_proj, "bias"))
 
 
+def vision_forward(self, x, parts: list[int] | None = None):
+    """open_clip's `VisionTransformer.forward`, with the final projection (a small matrix product, whose
+    rounding depends on its row count) done for each of `parts` (row counts) apart: so that the features of
+    one run's views do not depend on the runs beside them in the batch (clipig.run.together)."""
+    pooled, tokens = self._pool(self.transformer(self._embeds(x)))
+    if self.proj is not None:
+        proj = frozen(self, "proj")
+        pooled = torch.cat([p @ proj for p in pooled.split(parts)]) if parts else pooled @ proj
+    return (pooled, tokens) if self.output_tokens else pooled
+
+
 def _plain_self_attention(block: nn.Module) -> bool:
     from open_clip.transformer import ResidualAttentionBlock
     attn = getattr(block, "attn", None)
@@ -109,6 +120,10 @@ def speed_up(visual: nn.Module) -> list[str]:
             and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1):
         visual.conv1 = PatchEmbedding(conv)
         changed.append("patch embedding as matmul")
+    if all(hasattr(visual, a) for a in ("_embeds", "_pool", "transformer", "proj", "output_tokens")):
+        visual.forward = types.MethodType(vision_forward, visual)
+        visual.takes_parts = True
+        changed.append("final projection per run")
     blocks = [b for b in visual.modules() if _plain_self_attention(b)]
     for block in blocks:
         block.attention = types.MethodType(_attention, block)
