@@ -305,7 +305,7 @@ def kib(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
 
 config = load(texts=[{PASSES!r}], overrides=["model=random:ViT-S-32", "device=cpu", "seed=0",
-                                            "views_per_pass={views_per_pass}"])
+                                            "views_per_pass={views_per_pass}", "precision=fp32"])  # fp32 on every CPU
 engine = open_run(config)
 ctypes.CDLL("libc.so.6").malloc_trim(0)
 before = kib("VmRSS")

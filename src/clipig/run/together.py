@@ -9,16 +9,57 @@ critic computes each view independently of the views beside it (tested; the fina
 small matrix product whose rounding depends on its row count, is done for each run apart).
 
 `Engine.run` is a group of one; `Engine.prepare`, `score` and `conclude` are the parts of an epoch.
+`--together N` (`add_option`, for `clipig --repeat`, `rank` and `batch`) sets how many runs share the pass;
+by default (`group_size`) as many as fit a pass of `AUTOMATIC_VIEWS` views (or of a fixed `views_per_pass`).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from ..config.expressions import time_variables
 from .passes import out_of_memory
+from .threads import positive_int
+
+# Views of all runs in one pass with automatic --together: on a CPU the matrix products of a pass of about 40
+# views run near the peak (docs/benchmarks.md); a GPU takes many more at once.
+AUTOMATIC_VIEWS = {"cpu": 40, "cuda": 256}
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--together", type=positive_int, metavar="N", help=(
+        "runs that share one process and one CLIP pass per epoch (each keeps its own image, random numbers and "
+        "files, and gives the image it gives alone); default: automatic, as many as fill a pass of about "
+        f"{AUTOMATIC_VIEWS['cpu']} views on a CPU ({AUTOMATIC_VIEWS['cuda']} on a GPU) or of a fixed "
+        "views_per_pass; 1: one at a time"))
+
+
+def views_per_epoch(config) -> int:
+    """The views of one run's first epoch (at most; a target's batch size where it is an expression of
+    time: at the first epoch)."""
+    variables = {**time_variables(config.start_epoch(), config.epochs()), "epochs": config.epochs()}
+    total = 0
+    for target in config.targets:
+        try:
+            total += int(target.batch_size(variables))
+        except Exception:  # noqa: BLE001 - an expression that needs more than time: one view
+            total += 1
+    return max(1, total)
+
+
+def group_size(config, together: int | None, device: str | None = None) -> int:
+    """How many runs of `config` share a pass: `together`, else automatic (see `add_option`)."""
+    if together:
+        return together
+    kind = device or config.device()
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    plan = config.views_per_pass() or AUTOMATIC_VIEWS["cuda" if kind.startswith("cuda") else "cpu"]
+    return max(1, plan // views_per_epoch(config))
 
 
 @dataclass
