@@ -367,8 +367,8 @@ def efficiency_sweep(critic, batches, repeats: int, autocast=None) -> list[tuple
     return [(b, *clip_pass(critic, (b, 3, size, size), autocast, repeats)) for b in batches]
 
 
-def ranking_throughput(args, epochs: int, repeats: int) -> tuple[int, float, float]:
-    """(runs, seconds one at a time, seconds together) of a group of `clipig rank`-like runs of RANKING (other
+def ranking_throughput(args, epochs: int, repeats: int) -> tuple[int, int, int, float, float]:
+    """(runs, epochs, repeats, seconds one at a time, seconds together) of a group of `clipig rank`-like runs of RANKING (other
     seeds, `epochs` epochs, no files) as `--together` groups them automatically; best of `repeats`, the two
     ways taken in turns."""
     from ..run.engine import open_run
@@ -387,7 +387,7 @@ def ranking_throughput(args, epochs: int, repeats: int) -> tuple[int, float, flo
         start = time.perf_counter()
         Together([open_run(config, device=args.device) for config in configs]).run()
         together = min(together, time.perf_counter() - start)
-    return len(configs), alone, together
+    return len(configs), epochs, repeats, alone, together
 
 
 def memory_probe(args, probe=MEMORY, epochs: int = 2) -> int | None:
@@ -500,7 +500,7 @@ def verdict(value, goal, smaller_is_better: bool) -> str:
 def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory, ensemble=None,
            large=None, ranking=None) -> str:
     """The tables and figures; `peak` the float32 GEMM peak, `PEAK.best` the best-precision one (the larger of
-    the float32 and bfloat16 peaks); `ranking`: (runs, seconds one at a time, seconds together)."""
+    the float32 and bfloat16 peaks); `ranking`: what `ranking_throughput` returns."""
     best = PEAK.best
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}"
            + (f" ({info['flags']})" if info["flags"] else ""),
@@ -538,9 +538,9 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
                            f"{f / s / PEAK.bf16:.2f}" if PEAK.bf16 else "n/a", f"{f / s / best:.2f}"]
                           for b, p, t, f, s in sweep]))
     if ranking:
-        runs, alone, together = ranking
-        out += ["", f"Ranking throughput ({RANKING[0]}, {RANKING[1]} epochs a run, {runs} runs, best of "
-                f"{args.repeats if not args.quick else 1}, the two ways in turns):", ""]
+        runs, epochs, repeats, alone, together = ranking
+        out += ["", f"Ranking throughput ({RANKING[0]}, {epochs} epochs a run, {runs} runs, best of {repeats}, the "
+                "two ways in turns):", ""]
         out.append(table(["runs", "seconds", "images per hour"],
                          [["one at a time", f"{alone:.1f}", f"{3600 * runs / alone:.0f}"],
                           [f"{runs} together", f"{together:.1f}", f"{3600 * runs / together:.0f}"]]))
@@ -586,7 +586,7 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
     figures.append([f"9. {FLOOR} epoch / the best-precision floor ({spoon[0].precision if spoon else '-'})",
                     "n/a" if floors is None else f"{floors:.2f}×", f"<= {GOALS['floor']:.0f}×",
                     verdict(floors, GOALS["floor"], True)])
-    gain = ranking and ranking[1] / ranking[2]
+    gain = ranking and ranking[-2] / ranking[-1]
     figures.append([f"10. ranking throughput ({RANKING[0]}), runs together / one at a time",
                     "n/a" if not gain else f"{gain:.2f}×", f">= {GOALS['together']}×",
                     verdict(gain or None, GOALS["together"], False)])
