@@ -5,6 +5,7 @@ import torch
 
 import clipig  # noqa: F401  (first: it makes OpenMP's idle threads sleep, which must be set before torch loads)
 from clipig.config.loader import load
+from clipig.critic import precision
 from clipig.critic.models import load_critic
 from clipig.run.engine import open_run
 
@@ -15,6 +16,13 @@ torch.set_num_threads(2)
 def _user_cache(tmp_path_factory, monkeypatch):
     """Keep every test away from the real ~/.cache."""
     monkeypatch.setenv("CLIPIG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _cpu_without_native_bf16(monkeypatch):
+    """`precision: auto` as on a CPU without native bf16 (fp32), so that the tests compute alike on every
+    machine; the tests of `auto` fake the flags they need."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset())
 
 
 @pytest.fixture

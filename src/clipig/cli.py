@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .run import threads
+from .run import threads, together
 
 COMMANDS = ("render", "models", "docs", "gui", "rate", "rank", "batch", "bench", "info", "replay", "resume")
 
@@ -50,6 +50,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="render N images, named like runs of their own (x.png, x-1.png, ...); with a seed, run i "
                         "uses seed + i")
+    together.add_option(p)
     threads.add_option(p)
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", type=int, metavar="N", help=(
@@ -90,7 +91,8 @@ def render(argv: list[str]) -> int:
     from .config.loader import STDIN, load_data
     from .config.schema import validate
     from .files.output import output_path
-    from .files.runner import run_to_files
+    from .files.runner import runs_to_files
+    from .run.together import group_size
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
@@ -99,11 +101,11 @@ def render(argv: list[str]) -> int:
     config = validate(data)
     wanted = output_path(config.output(), "output" if args.files[-1] == STDIN else args.files[-1])
     seed = config.seed() if config.seed is not None else None
-    for i in range(args.repeat):
-        if i and seed is not None:
-            data["seed"] = seed + i
-            config = validate(data)
-        code = run_to_files(config, wanted)  # the critic is opened once: load_critic keeps it
+    configs = [config] + [validate({**data, "seed": seed + i}) if seed is not None else config
+                          for i in range(1, args.repeat)]
+    size = group_size(config, args.together)
+    for start in range(0, len(configs), size):
+        code = runs_to_files(configs[start:start + size], wanted)  # the critic is opened once: load_critic keeps it
         if code:
             return code
     return 0

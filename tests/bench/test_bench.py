@@ -19,14 +19,16 @@ def test_reference_configurations_exist_and_validate():
 
 
 @pytest.mark.slow
-def test_quick_run_prints_the_table_and_the_five_figures(capsys):
+def test_quick_run_prints_the_table_and_the_figures(capsys):
     code = bench.main(["--quick", "--model", "random:tiny", "--epochs", "2", "--warmup", "0", "--repeats", "1",
                        "curly-spoon", "animal-method1", "hires-1024"])
     out = capsys.readouterr().out
     assert code == 0
     for text in ("GEMM peak", "curly-spoon", "animal-method1", "hires-1024@224", "critic efficiency",
                  "pipeline overhead", "resolution scaling", "peak memory", "GiB", "hires-1024 fft",
-                 "hires-1024 pyramid", "parameterization share", "animal-method1+random:tiny:1", "ensemble of two"):
+                 "hires-1024 pyramid", "parameterization share", "animal-method1+random:tiny:1", "ensemble of two",
+                 "bfloat16", "× best floor", "of bf16 peak", "bf16 at batch 10", "best-precision floor",
+                 "Ranking throughput", "4 together", "runs together / one at a time"):
         assert text in out, text
     assert "error:" not in out
     figures = out[out.index("| figure"):]

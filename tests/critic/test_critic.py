@@ -363,7 +363,8 @@ def _assert_same(plain, fast, pixels, feature_tol, grad_tol, autocast=False):
 def test_vit_fast_path_gives_the_same_features_and_pixel_gradients(arch):
     plain, fast, changed = _plain_and_fast(lambda: critic.random_model(parse(f"random:{arch}"))[0])
     blocks = len(plain.visual.transformer.resblocks)
-    assert changed == ["patch embedding as matmul", f"{blocks} attention blocks with one in-projection + SDPA"]
+    assert changed == ["patch embedding as matmul", f"{blocks} attention blocks with one in-projection + SDPA",
+                       f"{2 * blocks} layers with bf16 weights cast once"]  # the MLPs' two layers
     pixels = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     _assert_same(plain, fast, pixels, 1e-5, 1e-4)  # float32 rounding: measured 8e-7 and 2e-6 (ViT-B-32)
     _assert_same(plain, fast, pixels, 0.05, 0.1, autocast=True)  # bf16 autocast: measured 0.010 and 0.012
@@ -380,11 +381,12 @@ def test_resnet_runs_channels_last_with_the_same_features():
                         text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
 
     plain, fast, changed = _plain_and_fast(build)
-    assert changed == ["channels_last"]
+    assert changed == ["channels_last", "23 layers with bf16 weights cast once"]  # convolutions, attention pool
     assert fast.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     _assert_same(plain, fast, torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), 1e-5, 1e-4)
 
 
 def test_the_critic_uses_the_fast_path(tiny):
     from clipig.critic.fast_vision import PatchEmbedding
-    assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 2
+    assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 4
+    assert "final projection per run" in tiny.speedups

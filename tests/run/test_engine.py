@@ -71,8 +71,8 @@ targets:
         def __getattr__(self, name):
             return getattr(tiny, name)
 
-        def encode_seen(self, images, compiled=False):
-            features = encode(images, compiled)
+        def encode_seen(self, images, compiled=False, parts=None):
+            features = encode(images, compiled, parts)
             seen.append(features.detach())
             return features
 
@@ -283,9 +283,9 @@ def test_every_transform_result_and_postproc_result_is_clamped(tiny):
         def __getattr__(self, name):
             return getattr(tiny, name)
 
-        def encode_seen(self, images, compiled=False):
+        def encode_seen(self, images, compiled=False, parts=None):
             seen.append(images.detach())
-            return tiny.encode_seen(images, compiled)
+            return tiny.encode_seen(images, compiled, parts)
 
     text = "epochs: 1\nresolution: 16\ntargets:\n  - features:\n      - text: a\n    transforms:\n" \
            "      - mul: 3\n      - add: -1.5\n"

@@ -151,12 +151,12 @@ def interrupt_at(monkeypatch, epoch: int, at_once: bool) -> None:
     """Ctrl-C at `epoch`: once (the run ends after that epoch) or twice in the middle of its CLIP pass."""
     critique = Engine.critique
 
-    def interrupted(self, targets, views):
+    def interrupted(self, targets, views, owners=None):
         if self.epoch == epoch:
             os.kill(os.getpid(), signal.SIGINT)
             if at_once:
                 os.kill(os.getpid(), signal.SIGINT)
-        return critique(self, targets, views)
+        return critique(self, targets, views, owners)
 
     monkeypatch.setattr(Engine, "critique", interrupted)
 
@@ -321,7 +321,7 @@ def kib(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
 
 config = load(texts=[{PASSES!r}], overrides=["model=random:ViT-S-32", "device=cpu", "seed=0",
-                                            "views_per_pass={views_per_pass}"])
+                                            "views_per_pass={views_per_pass}", "precision=fp32"])  # fp32 on every CPU
 engine = open_run(config)
 ctypes.CDLL("libc.so.6").malloc_trim(0)
 before = kib("VmRSS")
@@ -359,12 +359,12 @@ def test_automatic_passes_step_down_after_running_out_of_memory(tiny, monkeypatc
     monkeypatch.setattr(memory, "free_memory", lambda device: 1e15)  # "everything fits"
     encode = tiny.encode_seen
 
-    def limited(images, compiled=False):  # the device can only take `fits` views at once
+    def limited(images, compiled=False, parts=None):  # the device can only take `fits` views at once
         if len(images) > fits and torch.is_grad_enabled():
             if where == "forward":
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return BackwardRunsOut.apply(encode(images, compiled))
-        return encode(images, compiled)
+            return BackwardRunsOut.apply(encode(images, compiled, parts))
+        return encode(images, compiled, parts)
 
     text = MANY_VIEWS + "postproc:\n  - blur: {kernel_size: 3}\n"  # the retried epoch must not blur twice
     monkeypatch.setattr(tiny, "encode_seen", limited)

@@ -231,9 +231,11 @@ def test_rank_continues_each_parameterization_from_its_pixels(kind, tmp_path):
 
 
 @pytest.mark.slow
-def test_rank_resumes_after_being_killed(tmp_path):
+@pytest.mark.parametrize("together", ["1", "3"])
+def test_rank_resumes_after_being_killed(tmp_path, together):
     config, out = write(tmp_path / "penguin.yaml", RANK_CONFIG), tmp_path / "rank"
-    args = [config, "--runs", "8", "--epochs", "3", "--keep", "1", "--final-epochs", "1", "-o", f"{out}/"]
+    args = [config, "--runs", "8", "--epochs", "3", "--keep", "1", "--final-epochs", "1", "-o", f"{out}/",
+            "--together", together]
     process = subprocess.Popen([sys.executable, "-m", "clipig", "rank", *args], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600  # waits for the fact (two runs written), however loaded the machine is
@@ -257,8 +259,8 @@ def test_rank_resumes_after_being_killed(tmp_path):
 
 
 def count_renders(monkeypatch) -> list:
-    rendered, render = [], workers.render_job
-    monkeypatch.setattr(workers, "render_job", lambda job: rendered.append(job["name"]) or render(job))
+    rendered, render = [], workers.render_group
+    monkeypatch.setattr(workers, "render_group", lambda jobs: rendered.extend(j["name"] for j in jobs) or render(jobs))
     return rendered
 
 
@@ -378,17 +380,16 @@ def test_batch_renders_only_new_or_changed_cells(tmp_path, monkeypatch):
 
 
 def test_a_failed_run_is_retried_once_and_never_stops_the_others(tmp_path, monkeypatch, capsys):
-    render, calls = workers.render_job, []
+    render, calls = workers.render_group, []
 
-    def flaky(job):
-        calls.append(job["name"])
-        broken = job["name"] == "method-1/cat_salami"
-        flaky = job["name"] == "method-2/cat_piano" and calls.count(job["name"]) == 1
-        if broken or flaky:
-            raise RuntimeError("out of memory")
-        return render(job)
+    def flaky(jobs):  # a group of runs together: each job fails or succeeds on its own
+        calls.extend(job["name"] for job in jobs)
+        broken = {job["name"] for job in jobs if job["name"] == "method-1/cat_salami"
+                  or job["name"] == "method-2/cat_piano" and calls.count(job["name"]) == 1}
+        results = iter(render([job for job in jobs if job["name"] not in broken]))
+        return [RuntimeError("out of memory") if job["name"] in broken else next(results) for job in jobs]
 
-    monkeypatch.setattr(workers, "render_job", flaky)
+    monkeypatch.setattr(workers, "render_group", flaky)
     assert batch.main(batch_args(tmp_path, tmp_path / "out")) == 1
     err = capsys.readouterr().err
     assert "method-2/cat_piano failed (RuntimeError: out of memory); retrying" in err

@@ -286,7 +286,8 @@ def run_clipig(config: Path, out: Path, model: str) -> dict:
     from clipig.config.loader import load
     from clipig.files.output import save_png
     from clipig.run.engine import open_run
-    data = load([config], overrides=[f"model={json.dumps(model)}", "device=cpu", "seed=0"])
+    data = load([config], overrides=[f"model={json.dumps(model)}", "device=cpu", "seed=0",
+                                     "precision=fp32"])
     losses = []
     engine = open_run(data, [lambda e: losses.append(float(e.loss)) if e.kind == "epoch" else None])
     start = engine.image()

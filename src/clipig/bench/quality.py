@@ -114,6 +114,7 @@ def experiment(row: str, prompt: str, args, seed: int):
     base, extra = ROWS[row]
     overrides = [f"targets[0].features[0].text={json.dumps(prompt)}", "device=cpu", "verbose=0", f"seed={seed}"]
     overrides += [] if "model:" in extra else [f"model={json.dumps(args.model)}"]
+    overrides += args.overrides
     config = load([CONFIG_DIR / f"{base}.yaml"], texts=[extra] if extra else [], overrides=overrides)
     if not (args.epochs or args.quick):
         return config
@@ -185,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--referee", default="mini-referee", help="the model that judges (default: mini-referee)")
     p.add_argument("--epochs", type=int, help="epochs of every render (default: the configuration's)")
     p.add_argument("--save", metavar="DIR", help="also write the final images into DIR")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a parameter in every render, e.g. --set precision=bf16 (repeatable)")
     threads.add_option(p)
     return p
 

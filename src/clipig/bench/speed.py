@@ -1,4 +1,4 @@
-"""`clipig bench`: run the reference configurations (benchmarks/*.yaml) and report four ratios that hold on
+"""`clipig bench`: run the reference configurations (benchmarks/*.yaml) and report ratios that hold on
 a noisy machine, because each is measured against something else measured in the same process:
 
 1. critic efficiency   counted floating-point work of the CLIP forward+backward per second / GEMM peak
@@ -8,6 +8,10 @@ a noisy machine, because each is measured against something else measured in the
                        /proc is missing)
 5. parameterization    share of the hires-1024 epoch that `fft` and `pyramid` take: the image's forward and
                        backward and the post-processing round trip, timed alone next to the run
+8. bf16 CLIP pass      batch 10 in bfloat16 per second / the bfloat16 GEMM peak
+9. floor               curly-spoon's epoch / the best-precision floor (its CLIP pass's counted work at the
+                       larger of the float32 and bfloat16 GEMM peaks); each row also against the fp32 floor
+10. runs together      ranking throughput of animal-method1 (20 epochs a run): runs together / one at a time
 
 The CLIP forward and backward are timed by wrapping the critic (forward around `encode_image`, backward
 between gradient hooks on its output and its input); the engine is not touched.
@@ -36,8 +40,10 @@ from pathlib import Path
 
 from ..run import threads
 
-GOALS = {"efficiency": 0.80, "overhead": 0.10, "scaling": 1.3, "memory": 2 * 2**30, "parameterization": 0.10,
-         "ensemble": 1.05, "large": 16 * 2**30}  # large: fits a 24 GiB machine with room to spare
+GOALS = {"efficiency": 0.80, "overhead": 0.10, "overhead_bf16": 0.12, "scaling": 1.3, "memory": 2 * 2**30,
+         "parameterization": 0.10, "ensemble": 1.05, "large": 16 * 2**30,  # large: fits 24 GiB with room to spare
+         "bf16_amx": 0.40, "bf16_avx512": 0.70,  # the bf16 CLIP pass at batch 10 / the bf16 peak, per CPU kind
+         "floor": 4.0, "together": 1.2}
 DEFAULT_MODEL = "random:ViT-B/32"
 REFERENCE = ("curly-spoon-noise", "curly-spoon", "curly-spoons-mul", "lovecraft", "animal-method1",
              "animal-method2", "hires-1024")
@@ -46,16 +52,19 @@ PARAMETERIZED = ("hires-1024", ("fft", "pyramid"))  # (config, parameterizations
 MEMORY = ("animal-method1", 10)  # (config, batch size) of the memory probe
 ENSEMBLE = "animal-method1"  # also run as an ensemble of the model and a partner of the same architecture
 LARGE = ("hires-1024", 200)  # a batch of many views at 1024², split into passes by views_per_pass: 0 (automatic)
+FLOOR = "curly-spoon"  # its epoch against the best-precision floor of its CLIP pass
+RANKING = ("animal-method1", 20)  # examples/animal-method-1.yaml; epochs of each ranking run
 BENCH_DIR = Path(__file__).resolve().parent / "configs"
 
 
 # --- measuring ------------------------------------------------------------------------------------------
 
-def gemm_rate(size: int = 2048, repeats: int = 8) -> float:
-    """Best float32 matrix-multiply rate (FLOP/s) of torch.mm on square matrices of `size`."""
+def gemm_rate(size: int = 2048, repeats: int = 8, dtype=None) -> float:
+    """Best matrix-multiply rate (FLOP/s) of torch.mm on square matrices of `size` (float32, or `dtype`)."""
     import torch
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+    dtype = dtype or torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
@@ -107,16 +116,27 @@ class OtherLoad:
 
 
 class Peak:
-    """The machine's float32 GEMM peak: the best of samples taken all through the run (next to every CLIP
-    measurement), so a busy spell of the machine does not lower it and a quiet one is not missed."""
+    """The machine's float32 and bfloat16 GEMM peaks: the best of samples taken all through the run (next to
+    every CLIP measurement), so a busy spell of the machine does not lower them and a quiet one is not missed.
+    `best` is the best-precision floor's rate: the larger of the two."""
 
     def __init__(self, size: int = 2048):
-        self.size, self.best, self.samples = size, 0.0, 0
+        self.size, self.fp32, self.bf16, self.samples = size, 0.0, 0.0, 0
 
     def sample(self, repeats: int = 2) -> float:
-        self.best = max(self.best, gemm_rate(self.size, repeats))
+        import torch
+        self.fp32 = max(self.fp32, gemm_rate(self.size, repeats))
+        self.bf16 = max(self.bf16, gemm_rate(self.size, repeats, torch.bfloat16))
         self.samples += repeats
-        return self.best
+        return self.fp32
+
+    @property
+    def best(self) -> float:
+        return max(self.fp32, self.bf16)
+
+    def of(self, precision: str) -> float:
+        """The peak of the arithmetic a CLIP pass ran in."""
+        return self.bf16 if precision == "bf16" else self.fp32
 
 
 PEAK = Peak()
@@ -138,14 +158,14 @@ class TimedCritic:
         from ..critic.views import seen
         return self.encode_seen(seen(images, self._critic.input_size), compiled)
 
-    def encode_seen(self, images, compiled: bool = False):
+    def encode_seen(self, images, compiled: bool = False, parts=None):
         import torch
         if not (torch.is_grad_enabled() and images.requires_grad):
-            return self._critic.encode_seen(images, compiled)
+            return self._critic.encode_seen(images, compiled, parts)
         record = {"critic": self._critic, "shape": tuple(images.shape), "dtype": torch.get_autocast_dtype("cpu")
                   if torch.is_autocast_enabled("cpu") else None}
         start = time.perf_counter()
-        features = self._critic.encode_seen(images, compiled)
+        features = self._critic.encode_seen(images, compiled, parts)
         record["forward"] = time.perf_counter() - start
         if features.requires_grad:
             features.register_hook(lambda grad: record.__setitem__("backward_start", time.perf_counter()))
@@ -282,6 +302,10 @@ class Row:
     def efficiency_alone(self, peak: float) -> float:
         return self.flops / self.alone / peak if self.alone and peak else 0.0
 
+    def floors(self, peak: float) -> float:
+        """The epoch in units of the floor: the time of its CLIP pass's counted work at `peak`."""
+        return self.epoch * peak / self.flops if self.flops else 0.0
+
 
 def run_config(name: str, path: Path, args, overrides=()) -> Row:
     from ..config.errors import ConfigError
@@ -340,6 +364,29 @@ def efficiency_sweep(critic, batches, repeats: int, autocast=None) -> list[tuple
     size = critic.input_size
     autocast = autocast or contextlib.nullcontext
     return [(b, *clip_pass(critic, (b, 3, size, size), autocast, repeats)) for b in batches]
+
+
+def ranking_throughput(args, epochs: int, repeats: int) -> tuple[int, int, int, float, float]:
+    """(runs, epochs, repeats, seconds one at a time, seconds together) of a group of `clipig rank`-like runs of RANKING (other
+    seeds, `epochs` epochs, no files) as `--together` groups them automatically; best of `repeats`, the two
+    ways taken in turns."""
+    from ..run.engine import open_run
+    from ..run.together import Together, group_size
+    path = find_configs([RANKING[0]], args)[0][1]
+    configs = [load_config(path, args, [f"epochs={epochs}", f"seed={seed}", "verbose=0"]) for seed in range(64)]
+    configs = configs[:max(2, group_size(configs[0], None, args.device))]
+    open_run(configs[0], device=args.device).step()  # warm-up: the critic loaded, its bf16 weights cast
+    alone = together = float("inf")
+    for _ in range(repeats):
+        PEAK.sample(1)
+        start = time.perf_counter()
+        for config in configs:
+            open_run(config, device=args.device).run()
+        alone = min(alone, time.perf_counter() - start)
+        start = time.perf_counter()
+        Together([open_run(config, device=args.device) for config in configs]).run()
+        together = min(together, time.perf_counter() - start)
+    return len(configs), epochs, repeats, alone, together
 
 
 def memory_probe(args, probe=MEMORY, epochs: int = 2) -> int | None:
@@ -450,15 +497,19 @@ def verdict(value, goal, smaller_is_better: bool) -> str:
 
 
 def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memory, ensemble=None,
-           large=None) -> str:
+           large=None, ranking=None) -> str:
+    """The tables and figures; `peak` the float32 GEMM peak, `PEAK.best` the best-precision one (the larger of
+    the float32 and bfloat16 peaks); `ranking`: what `ranking_throughput` returns."""
+    best = PEAK.best
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}"
            + (f" ({info['flags']})" if info["flags"] else ""),
            "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
            f"date: {info['date']}",
            f"mode: {'quick' if args.quick else 'full'}, model {args.model}, {args.warmup} warm-up + {args.epochs} "
            f"measured epochs per configuration, medians",
-           f"float32 GEMM peak (torch.mm {PEAK.size}², best of {PEAK.samples} spread over the run): "
-           f"{peak / 1e9:.1f} GFLOP/s"
+           f"GEMM peaks (torch.mm {PEAK.size}², best of {PEAK.samples} spread over the run): float32 "
+           f"{peak / 1e9:.1f} GFLOP/s, bfloat16 {PEAK.bf16 / 1e9:.1f} GFLOP/s; the best-precision floor counts "
+           f"{best / 1e9:.1f} GFLOP/s"
            + (f"; oneDNN float32 matmul for comparison: {info['onednn'] / 1e9:.1f} GFLOP/s" if info.get("onednn") else ""),
            f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}; other processes kept "
            + (f"{info['other_load']:.2f} of {info['cores']} cores busy during the run"
@@ -466,34 +517,47 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
     body = []
     for r in rows:
         if r.error:
-            body.append([r.name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "error: " + r.error])
+            body.append([r.name, *["-"] * 13, "error: " + r.error])
             continue
+        goal = overhead_goal(r.precision)
         body.append([r.name, r.resolution, str(r.batch), r.precision, f"{r.epoch:.3f}", f"{r.clip:.3f}",
                      f"{r.overhead * 100:.1f}%", f"{r.canvas / r.epoch * 100:.1f}%", f"{r.flops / 1e9:.1f}",
-                     f"{r.efficiency(peak):.2f}",
-                     f"{r.efficiency_alone(peak):.2f}",
-                     "" if r.overhead <= GOALS["overhead"] else "overhead > 10%"])
+                     f"{r.efficiency(peak):.2f}", f"{r.efficiency(best):.2f}", f"{r.efficiency_alone(best):.2f}",
+                     f"{r.floors(peak):.2f}", f"{r.floors(best):.2f}",
+                     "" if r.overhead <= goal else f"overhead > {goal * 100:.0f}%"])
     out.append(table(["configuration", "pixels", "views", "CLIP in", "epoch s", "CLIP s", "outside CLIP",
-                      "image", "GFLOP", "eff. (run)", "eff. (alone)", "note"], body))
+                      "image", "GFLOP", "eff. fp32 peak", "eff. best peak", "eff. alone, best", "× fp32 floor",
+                      "× best floor", "note"], body))
     if sweep:
-        out += ["", "CLIP forward+backward alone (random images at the CLIP input size):", ""]
-        out.append(table(["views", "precision", "threads", "GFLOP", "seconds", "GFLOP/s", "efficiency"],
-                         [[str(b), p, str(t), f"{f / 1e9:.1f}", f"{s:.3f}", f"{f / s / 1e9:.1f}", f"{f / s / peak:.2f}"]
+        out += ["", "CLIP forward+backward alone (random images at the CLIP input size), against the float32, "
+                "bfloat16 and best peaks:", ""]
+        out.append(table(["views", "precision", "threads", "GFLOP", "seconds", "GFLOP/s", "of fp32 peak",
+                          "of bf16 peak", "of best peak"],
+                         [[str(b), p, str(t), f"{f / 1e9:.1f}", f"{s:.3f}", f"{f / s / 1e9:.1f}", f"{f / s / peak:.2f}",
+                           f"{f / s / PEAK.bf16:.2f}" if PEAK.bf16 else "n/a", f"{f / s / best:.2f}"]
                           for b, p, t, f, s in sweep]))
+    if ranking:
+        runs, epochs, repeats, alone, together = ranking
+        out += ["", f"Ranking throughput ({RANKING[0]}, {epochs} epochs a run, {runs} runs, best of {repeats}, the "
+                "two ways in turns):", ""]
+        out.append(table(["runs", "seconds", "images per hour"],
+                         [["one at a time", f"{alone:.1f}", f"{3600 * runs / alone:.0f}"],
+                          [f"{runs} together", f"{together:.1f}", f"{3600 * runs / together:.0f}"]]))
     good = [r for r in rows if not r.error]
     eff_rows = [r for r in good if r.batch >= 10 and r.precision == "fp32"]
     eff = max([f / s / peak for b, p, t, f, s in sweep if b >= 10 and p == "fp32"]
               + [r.efficiency(peak) for r in eff_rows], default=None)
-    worst = max(good, key=lambda r: r.overhead, default=None)
+    worst = max(good, key=lambda r: r.overhead / overhead_goal(r.precision), default=None)
     parameterized = [r for r in good if r.name.startswith(PARAMETERIZED[0] + " ")]
     costly = max(parameterized, key=lambda r: r.canvas / r.epoch, default=None)
     cost = costly and costly.canvas / costly.epoch
     figures = [
         ["1. critic efficiency (batch >= 10, fp32)", "n/a" if eff is None else f"{eff:.2f}",
          f">= {GOALS['efficiency']:.2f}", verdict(eff, GOALS["efficiency"], False)],
-        ["2. pipeline overhead (worst configuration)",
-         "n/a" if worst is None else f"{worst.overhead * 100:.1f}% ({worst.name})",
-         f"<= {GOALS['overhead'] * 100:.0f}%", verdict(worst and worst.overhead, GOALS["overhead"], True)],
+        ["2. pipeline overhead (worst configuration against its goal)",
+         "n/a" if worst is None else f"{worst.overhead * 100:.1f}% ({worst.name}, {worst.precision})",
+         f"<= {GOALS['overhead'] * 100:.0f}% fp32, {GOALS['overhead_bf16'] * 100:.0f}% bf16",
+         verdict(worst and worst.overhead, worst and overhead_goal(worst.precision), True)],
         [f"3. resolution scaling ({SCALING[0]} / {SCALING[1]}², fastest epochs)", "n/a" if scaling is None else f"{scaling:.2f}",
          f"<= {GOALS['scaling']}", verdict(scaling, GOALS["scaling"], True)],
         [f"4. peak memory ({MEMORY[0]}, batch {MEMORY[1]})",
@@ -510,8 +574,28 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
         figures.append([f"7. peak memory ({LARGE[0]}, {LARGE[1]} views, views_per_pass automatic)",
                         "n/a" if large is None else f"{large / 2**30:.2f} GiB", f"<= {GOALS['large'] / 2**30:.0f} GiB",
                         verdict(large, GOALS["large"], True)])
+    bf16 = [f / s / PEAK.bf16 for b, p, t, f, s in sweep if b == 10 and p == "bf16" and PEAK.bf16]
+    bf16_goal = GOALS["bf16_amx"] if "amx_bf16" in info["flags"] else GOALS["bf16_avx512"] \
+        if "avx512_bf16" in info["flags"] else None
+    figures.append(["8. CLIP pass in bf16 at batch 10 / the bf16 peak", f"{bf16[0]:.2f}" if bf16 else "n/a",
+                    "none (no native bf16)" if bf16_goal is None else f">= {bf16_goal:.2f}",
+                    "" if bf16_goal is None else verdict(bf16[0] if bf16 else None, bf16_goal, False)])
+    spoon = [r for r in good if r.name == FLOOR]
+    floors = spoon[0].floors(best) if spoon else None
+    figures.append([f"9. {FLOOR} epoch / the best-precision floor ({spoon[0].precision if spoon else '-'})",
+                    "n/a" if floors is None else f"{floors:.2f}×", f"<= {GOALS['floor']:.0f}×",
+                    verdict(floors, GOALS["floor"], True)])
+    gain = ranking and ranking[-2] / ranking[-1]
+    figures.append([f"10. ranking throughput ({RANKING[0]}), runs together / one at a time",
+                    "n/a" if not gain else f"{gain:.2f}×", f">= {GOALS['together']}×",
+                    verdict(gain or None, GOALS["together"], False)])
     out += ["", table(["figure", "measured", "goal", ""], figures)]
     return "\n".join(out)
+
+
+def overhead_goal(precision: str) -> float:
+    """The pipeline overhead's goal: a faster CLIP pass (bf16) leaves the rest a larger share."""
+    return GOALS["overhead_bf16"] if precision == "bf16" else GOALS["overhead"]
 
 
 # --- command line ---------------------------------------------------------------------------------------
@@ -539,6 +623,8 @@ def parser() -> argparse.ArgumentParser:
                    help="profile the N configurations with the largest overhead (default: 0 quick, 2 full)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory probe")
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the batch/precision sweep")
+    p.add_argument("--no-ranking", dest="ranking", action="store_false",
+                   help="skip the ranking throughput (runs together against one at a time)")
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
     return p
 
@@ -607,10 +693,10 @@ def main(argv: list[str] | None = None) -> int:
         count = torch.get_num_threads()
         for b, f, s in efficiency_sweep(critic, [10] if quick else [1, 5, 10, 20], args.repeats):
             sweep.append((b, "fp32", count, f, s))
+        bf16 = lambda: torch.autocast(critic.device.type, dtype=torch.bfloat16)  # noqa: E731
+        for b, f, s in efficiency_sweep(critic, [10] if quick else [5, 10, 20, 40], args.repeats, bf16):
+            sweep.append((b, "bf16", count, f, s))
         if not quick:
-            bf16 = lambda: torch.autocast(critic.device.type, dtype=torch.bfloat16)  # noqa: E731
-            for b, f, s in efficiency_sweep(critic, [10], args.repeats, bf16):
-                sweep.append((b, "bf16", count, f, s))
             if count > 1:
                 torch.set_num_threads(1)
                 try:
@@ -618,6 +704,10 @@ def main(argv: list[str] | None = None) -> int:
                         sweep.append((b, "fp32", 1, f, s))
                 finally:
                     torch.set_num_threads(count)
+    ranking = None
+    if args.ranking:
+        print(f"  ranking throughput ({RANKING[0]}) ...", file=sys.stderr, flush=True)
+        ranking = ranking_throughput(args, 3 if quick else RANKING[1], 1 if quick else 2)
     peak = PEAK.sample(4)
     info["onednn"] = onednn_rate()
     info["other_load"] = load.cores()
@@ -630,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     one, two = by_name.get(ENSEMBLE), by_name.get(f"{ENSEMBLE}+{partner}")
     if one and two:
         ensemble = two.epoch / (one.epoch + one.clip)  # two CLIP passes, the rest of the epoch once
-    print(report(info, args, peak, rows, sweep, scaling, memory, ensemble, large))
+    print(report(info, args, peak, rows, sweep, scaling, memory, ensemble, large, ranking))
     if args.profile:
         worst = sorted((r for r in rows if not r.error), key=lambda r: -r.overhead)[:args.profile]
         paths = dict(configs)

@@ -54,11 +54,16 @@ class Critic:
         once per critic)."""
         return self.encode_seen(seen(images, self.input_size), compiled)
 
-    def encode_seen(self, pixels: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        """`encode_image` of views already seen at the input size (`views.seen`)."""
+    def encode_seen(self, pixels: torch.Tensor, compiled: bool = False, parts: list[int] | None = None
+                    ) -> torch.Tensor:
+        """`encode_image` of views already seen at the input size (`views.seen`). `parts`: the number of views
+        of each run in the batch (runs together), whose features must not depend on each other's: a ViT's
+        final projection is done for each part apart (fast_vision.vision_forward)."""
         pixels = (pixels.to(self.device, torch.float32) - self._mean) / self._std
         if compiled:
             return self._compiled_visual(pixels).float()
+        if parts and getattr(self.model.visual, "takes_parts", False):
+            return self.model.visual(pixels, parts).float()
         return self.model.encode_image(pixels).float()
 
     def _compiled_visual(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -120,19 +125,25 @@ class Ensemble:
         total = sum(self.weights[i] for i in chosen)
         return [(i, self.weights[i] / total) for i in chosen]
 
-    def encode(self, views: list, uses: list, compiled: bool = False, encode=None) -> list[dict[int, torch.Tensor]]:
+    def encode(self, views: list, uses: list, compiled: bool = False, encode=None, owners: list | None = None
+               ) -> list[dict[int, torch.Tensor]]:
         """CLIP features of groups of views (each a batch of views or a `views.Shown` of one): for each group,
         {member index: [B, D]} of the members in its `uses`. Every member encodes all the groups it is used by,
-        each resized from the original views to its input size, in one pass (`encode(critic, batches)` of
-        seen batches, default `critic.encode_seen`)."""
+        each resized from the original views to its input size, in one pass (`encode(critic, batches, parts)`
+        of seen batches, default `critic.encode_seen`). `owners`: the run each group belongs to when
+        several runs share the pass (their groups one after the other); `parts` then counts each run's views."""
         views = [v if isinstance(v, Shown) else Shown(v) for v in views]
         features: list[dict[int, torch.Tensor]] = [{} for _ in views]
+        if encode is None:
+            def encode(critic, batches, parts):
+                return critic.encode_seen(batches[0] if len(batches) == 1 else torch.cat(batches), compiled, parts)
         for m, critic in enumerate(self.critics):
             groups = [g for g, used in enumerate(uses) if m in used]
             if groups:
                 batches = [views[g].at(critic.input_size) for g in groups]
-                encoded = (encode(critic, batches) if encode else
-                           critic.encode_seen(batches[0] if len(batches) == 1 else torch.cat(batches), compiled))
+                runs = None if owners is None else list(dict.fromkeys(owners[g] for g in groups))
+                parts = runs and [sum(len(views[g]) for g in groups if owners[g] == run) for run in runs]
+                encoded = encode(critic, batches, parts)
                 for g, part in zip(groups, encoded.split([len(views[g]) for g in groups])):
                     features[g][m] = part
         return features

@@ -48,41 +48,59 @@ class Progress:
 def run_to_files(config, wanted: Path, state: dict | None = None, continues: Path | None = None) -> int:
     """Run an experiment into its files (image, sidecar, state, video) with progress output; the exit code.
     `state` and `continues`: the state to go on from and the image it belongs to (clipig resume)."""
+    return runs_to_files([config], wanted, state, continues)
+
+
+def runs_to_files(configs: list, wanted: Path, state: dict | None = None, continues: Path | None = None) -> int:
+    """`run_to_files` of several experiments together (`--repeat`: one experiment, other seeds), in one CLIP
+    pass per epoch (clipig.run.together); each is written like a run of its own (x.png, x-1.png, ...), the
+    progress bar is the first run's."""
     from ..run.engine import open_run
+    from ..run.together import Together
     from .output import OutputWriter
     from .statefile import StateWriter, state_path
     from .video import VideoWriter
 
-    writer = OutputWriter(config, wanted, continues)
-    video = [VideoWriter(config, lambda: writer.path, in_place=continues is not None)] \
-        if config.video.file is not None else []
-    states = StateWriter(lambda: writer.path and state_path(writer.path), config.autosave())
-    engine = open_run(config, [Progress(config.verbose()), writer, *video, states], state=state)
+    runs = []
+    for i, config in enumerate(configs):
+        writer = OutputWriter(config, wanted, continues)
+        video = [VideoWriter(config, lambda w=writer: w.path, in_place=continues is not None)] \
+            if config.video.file is not None else []
+        states = StateWriter(lambda w=writer: w.path and state_path(w.path), config.autosave())
+        progress = [Progress(config.verbose())] if i == 0 else []
+        runs.append((open_run(config, [*progress, writer, *video, states], state=state), writer, video))
+    engines = [engine for engine, _, _ in runs]
     try:
-        with stop_on_interrupt(engine):
-            reason = engine.run()
+        with stop_on_interrupt(*engines):
+            outcomes = [engines[0].run()] if len(engines) == 1 else Together(engines).run()
     except KeyboardInterrupt:
-        reason = None
-    if reason in (None, "interrupted"):
-        print(f"\ninterrupted at epoch {engine.epoch}; saved {writer.path}; `clipig resume {writer.path}` goes on",
-              file=sys.stderr)
-        return 130
-    if config.verbose() >= 1:
-        print(f"saved {writer.path}" + (f" and {video[0].target}" if video else ""), file=sys.stderr)
-    return 0
+        outcomes = [None] * len(engines)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome  # after every run saved what exists
+    code = 0
+    for (engine, writer, video), reason in zip(runs, outcomes):
+        if not isinstance(reason, str) or reason == "interrupted":
+            print(f"\ninterrupted at epoch {engine.epoch}; saved {writer.path}; `clipig resume {writer.path}` goes "
+                  "on", file=sys.stderr)
+            code = 130
+        elif engine.config.verbose() >= 1:
+            print(f"saved {writer.path}" + (f" and {video[0].target}" if video else ""), file=sys.stderr)
+    return code
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(engine):
-    """The first Ctrl-C ends the run after the current epoch (its state is then exact), a second one at once."""
+def stop_on_interrupt(*engines):
+    """The first Ctrl-C ends the runs after the current epoch (their state is then exact), a second one at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        if engine.stop_requested.is_set():
+        if any(engine.stop_requested.is_set() for engine in engines):
             raise KeyboardInterrupt
-        engine.stop("interrupted")
+        for engine in engines:
+            engine.stop("interrupted")
         print("\nstopping after this epoch (Ctrl-C again stops at once)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)

@@ -4,7 +4,6 @@ of its events (run.events); `open_run` opens a run for all of them, new or going
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
@@ -17,11 +16,13 @@ from ..config.errors import ConfigError
 from ..config.expressions import drawing_from, learnrate_variables, resolution_variables, time_variables
 from ..config.timing import is_on
 from ..critic.critic import Ensemble
+from ..critic.precision import autocast, resolve
 from ..critic.views import Shown
 from ..image.parameterizations import create, rebuilt
 from ..image.start import cover, initial_pixels
 from .events import Event, Facts
 from .guard import Guard
+from . import together
 from .passes import Passes
 from .state import plain, put_back, random_state, set_random_state
 from .targets import Target
@@ -99,16 +100,11 @@ class Engine:
         return cls(self.canvas.parameters(), lr=base, **extra)
 
     def _autocast(self, precision: str):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        if precision == "auto" and self.device.type == "cuda":
-            dtype = torch.float16
-        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-        if dtype is None:
-            return contextlib.nullcontext
-        if self.device.type == "cpu" and dtype == torch.float16:
+        self.precision = resolve(precision, self.device)
+        if self.device.type == "cpu" and self.precision == "fp16":
             raise ConfigError("fp16 is only available on CUDA; use bf16 or fp32 on the CPU", "precision"
                               ).located(*self.config.precision.loc)
-        return lambda: torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def _canvas_at(self, epoch: int, picture: torch.Tensor | None = None):
         """The parameterization at an epoch's resolution, showing the start picture of `init`, or `picture`
@@ -156,28 +152,27 @@ class Engine:
         ("failed", e.g. an expression that divides by zero at some epoch) end the run too, and are re-raised
         after the `end` event, so that listeners still save what exists: the state of the last epoch that
         finished (its image, statistics and random generators)."""
-        self.started_at = time.monotonic()
-        self.emit("start")
-        reason = "done"
-        try:
-            with drawing_from(self.expr_rng):  # also expressions evaluated without the generator at hand
-                while self.epoch < self.epochs:
-                    if self.stop_requested.is_set():
-                        reason = self.stop_reason
-                        break
-                    self.passes.retrying(self.step, self._undo, self.epoch, self.device)
-                    self.emit("epoch")
-                self.guard.finish()
-        except BaseException as e:
-            self._undo()  # an epoch that did not finish leaves no trace: the state is that of its start
-            self.emit("end", reason="interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
-            raise
-        self.emit("end", reason=reason)
-        return reason
+        outcome = together.Together([self]).run()[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def step(self) -> None:
         """One epoch: post-processing, views of all active targets through CLIP in one batch per model, the
         losses summed over all views, one optimizer step; the epoch counters move on."""
+        failed = together.step([self])
+        if failed:
+            raise failed[self]
+
+    def drawing(self):
+        """The block in which the run's expressions draw from its own generator (also those evaluated without
+        the generator at hand)."""
+        return drawing_from(self.expr_rng)
+
+    # --- the parts of an epoch (together.step runs them for one run or several) ---------------------------
+
+    def prepare(self) -> "together.Epoch":
+        """The schedule of the epoch, the post-processing and the views of the active targets."""
         config, epoch = self.config, self.epoch
         variables = self.variables(epoch)
         if self.reshapes:
@@ -201,16 +196,25 @@ class Engine:
         shown = [Shown(t.views(picture, variables, self.rng, self.expr_rng)) for t in active]
         views = [s.at(self.critic.critics[0].input_size) for s in shown]  # as the constraints see them
         seen = [t.needs_critic(variables) for t in active]  # targets that need CLIP
-        critiqued = [(t, s) for t, s, need in zip(active, shown, seen) if need]
-        features = iter(self.critique(*zip(*critiqued)) if critiqued else ())
+        return together.Epoch(variables, active, views, seen, [(t, s) for t, s, need in zip(active, shown, seen) if need])
+
+    def score(self, epoch: "together.Epoch", features: list[dict]) -> None:
+        """The loss of the epoch: summed over the views of the active targets (`features`: CLIP's, of the
+        targets that need them, in the order of `epoch.critiqued`)."""
+        features = iter(features)
         loss, weighted = torch.zeros((), device=self.device), False
-        for target, v, need in zip(active, views, seen):
-            part, any_weight = target.loss(next(features) if need else None, v, variables, self.rng, self.expr_rng)
+        for target, v, need in zip(epoch.active, epoch.views, epoch.seen):
+            part, any_weight = target.loss(next(features) if need else None, v, epoch.variables, self.rng,
+                                           self.expr_rng)
             loss, weighted = loss + part, weighted or any_weight
         self.optimizer.zero_grad(set_to_none=True)
-        if weighted and loss.requires_grad:  # all weights zero: no step at all (not even the momentum's)
-            loss.backward()
-        self.guard.check(epoch, loss, learnrate, [g["lr"] for g in self.optimizer.param_groups])
+        epoch.loss = loss
+        epoch.backward = weighted and loss.requires_grad  # all weights zero: no step at all (not even momentum)
+
+    def conclude(self, epoch: "together.Epoch") -> None:
+        """After the backward pass: the check of the guard, the optimizer step; the epoch counters move on."""
+        loss = epoch.loss
+        self.guard.check(self.epoch, loss, self.learnrate, [g["lr"] for g in self.optimizer.param_groups])
         if loss.requires_grad:
             self.optimizer.step()
         self.loss = loss.detach()
@@ -219,15 +223,17 @@ class Engine:
         self.guard.verify()
         self.at_epoch_start = self._random_state()
 
-    def critique(self, targets: list, views: list) -> list[dict]:
+    def critique(self, targets: list, views: list, owners: list | None = None) -> list[dict]:
         """CLIP features of each target's views (`views.Shown`) for each model it uses ({member: [B, D]}): one
-        pass per model for all the views that model sees, split into passes that fit the memory (Passes)."""
+        pass per model for all the views that model sees, split into passes that fit the memory (Passes).
+        `owners`: the run each target belongs to, when several runs share the pass (see `Ensemble.encode`)."""
         compiled = self.config.compile()
 
-        def encode(critic, batches):
+        def encode(critic, batches, parts):
             with self.autocast():
-                return self.passes.encode(lambda part: critic.encode_seen(part, compiled), batches, critic)
-        return self.critic.encode(views, [t.uses for t in targets], encode=encode)
+                return self.passes.encode(lambda part, *parts: critic.encode_seen(part, compiled, *parts),
+                                          batches, critic, parts)
+        return self.critic.encode(views, [t.uses for t in targets], encode=encode, owners=owners)
 
     def postprocess(self, variables: dict) -> None:
         """The post-processing transforms edit the unclamped image at the start of an epoch (the result of

@@ -88,6 +88,23 @@ def bytes_per_view(critic, shape: tuple, autocast, precision: str, device) -> fl
     return cache[shape, precision]
 
 
+def whole_runs(parts: list[int], size: int) -> list[list[int]]:
+    """The passes of runs of `parts` views each, at most `size` views a pass: consecutive whole runs while
+    they fit, a run larger than a pass in passes of `size` of its own. Per pass, its runs' view counts."""
+    passes, room = [], 0
+    for n in parts:
+        if n > size:
+            passes += [[min(size, n - i)] for i in range(0, n, size)]
+            room = 0
+        elif n <= room:
+            passes[-1].append(n)
+            room -= n
+        else:
+            passes.append([n])
+            room = size - n
+    return passes
+
+
 class Passes:
     """How a run splits its views into passes (`views_per_pass`; 0 = automatic), at a precision
     (`autocast()`: its context, `precision`: its name)."""
@@ -98,18 +115,25 @@ class Passes:
         self.size: int | None = None  # the smallest of them (what an out-of-memory error halves)
         self.largest = 0  # the largest pass tried (since the last step down)
 
-    def encode(self, encode, views, critic) -> torch.Tensor:
+    def encode(self, encode, views, critic, parts: list[int] | None = None) -> torch.Tensor:
         """Features of all `views` (a list of batches of one view size, as the critic sees them) of one
         critic, in passes of at most `views_per_pass` views: each pass is checkpointed, so only one pass keeps
-        its activations at a time."""
+        its activations at a time. `parts`: the number of views of each run sharing the pass (runs together):
+        a pass then holds whole runs (`encode(views, parts)`), and a run larger than a pass is split as it is
+        alone, so that each run's views meet the critic in the passes they meet alone."""
         views = views[0] if len(views) == 1 else torch.cat(views)
         size = self.fixed or self._automatic(views, critic)
         if size >= len(views) or not views.requires_grad:
             self.largest = max(self.largest, len(views))
-            return encode(views)
+            return encode(views, parts) if parts else encode(views)
         self.largest = max(self.largest, size)
-        return torch.cat([checkpoint(encode, part, use_reentrant=False, preserve_rng_state=False)
-                          for part in views.split(size)])
+        features, start = [], 0
+        for runs in whole_runs(parts or [len(views)], size):
+            part = views[start:start + sum(runs)]
+            start += len(part)
+            features.append(checkpoint(encode, part, *([runs] if len(runs) > 1 else []), use_reentrant=False,
+                                       preserve_rng_state=False))
+        return torch.cat(features)
 
     def _automatic(self, views, critic) -> int:
         if critic not in self.sizes:

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..config.errors import ConfigError
 from ..files.output import atomic_write
 from ..files.report import duration
+from ..run import together
 from ..run.threads import configure, usable_cores
 
 RETRIES = 1
@@ -51,6 +52,7 @@ def add_options(p: argparse.ArgumentParser, every: str = "") -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this machine; ray: tasks on a Ray cluster (pip install 'clipig[ray]')")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a new local Ray instance)")
+    together.add_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
@@ -116,14 +118,45 @@ def _start_state(job: dict, key: str) -> dict | None:
 
 
 def render_job(job: dict) -> dict:
-    """Render one job; the critic is loaded once per process (the critic module caches it). With `job['state']`
-    (a path on this machine) the run goes on from its state and keeps it there."""
-    import torch
+    """Render one job (see `render_group`); its error is raised."""
+    result = render_group([job])[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
+
+def render_group(jobs: list[dict]) -> list:
+    """Render jobs together (clipig.run.together: one CLIP pass per epoch for all; each gives the image it gives
+    alone), the critic loaded once per process (the critic module caches it); per job its result or its error.
+    With `job['state']` (a path on this machine) a run goes on from its state and keeps it there."""
+    from ..run.together import Together
+
+    results: list = [None] * len(jobs)
+    opened = []
+    for i, job in enumerate(jobs):
+        try:
+            opened.append((i, job, *_open_job(job)))
+        except Exception as e:  # noqa: BLE001 - that job fails, the others go on
+            results[i] = e
+    going = [o for o in opened if o[2].epoch < (o[1].get("stop_at") or o[2].epochs)]
+    if len(going) == 1:
+        reasons = [going[0][2].run()]
+    else:
+        reasons = Together([o[2] for o in going]).run() if going else []
+    ended = dict(zip((o[0] for o in going), reasons))
+    for i, job, engine, config in opened:
+        reason = ended.get(i, "done")
+        try:
+            results[i] = reason if isinstance(reason, BaseException) else _result(job, engine, config, reason)
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+    return results
+
+
+def _open_job(job: dict) -> tuple:
+    """The engine of a job (its stop, its state file) and its config."""
     from ..config.schema import validate
-    from ..critic.views import quantize
-    from ..files.output import png_text, sidecar_text, write_png
-    from ..files.statefile import StateWriter, to_bytes, wrapped
+    from ..files.statefile import StateWriter
     from ..run.engine import open_run
 
     config = validate(job["data"])
@@ -139,8 +172,18 @@ def render_job(job: dict) -> dict:
     listeners = [stopper] if stop_at else []
     if job.get("state"):
         listeners.append(StateWriter(lambda: Path(job["state"]), config.autosave(), key))
-    engine = open_run(config, listeners, device, state)
-    reason = engine.run() if engine.epoch < (stop_at or engine.epochs) else "done"
+    return open_run(config, listeners, device, state), config
+
+
+def _result(job: dict, engine, config, reason: str) -> dict:
+    """The PNG, sidecar, state (unless written on this machine) and record of a finished run."""
+    import torch
+
+    from ..critic.views import quantize
+    from ..files.output import png_text, sidecar_text, write_png
+    from ..files.statefile import to_bytes, wrapped
+
+    stop_at = job.get("stop_at")
     image = quantize(engine.image())  # exactly the PNG's pixels: `clipig rate` of the file gives the same
     targets = engine.targets
     with torch.no_grad():
@@ -153,6 +196,7 @@ def render_job(job: dict) -> dict:
     png = io.BytesIO()
     write_png(image, png, png_text(facts, reason, config))
     sidecar = sidecar_text(config, facts, reason)
+    key = data_key(job["data"])
     state = None if job.get("state") else to_bytes(wrapped(engine.state_dict(), sidecar, reason, key))  # else written
     return {"png": png.getvalue(), "sidecar": sidecar, "state": state, "record": {
         "seed": engine.seed, "epoch": engine.epoch, "epochs": engine.epochs,
@@ -189,7 +233,7 @@ def save_result(root: Path, job: dict, result: dict) -> dict:
 # ---------------------------------------------------------------- executors
 
 class Inline:
-    """Runs each job in this process when it is submitted."""
+    """Runs each group of jobs in this process when it is submitted."""
     capacity = 1
 
     def submit(self, fn, job) -> Future:
@@ -247,12 +291,12 @@ class Ray:
         if not ray.is_initialized():
             ray.init(address=address)
         gpus = ray.cluster_resources().get("GPU", 0)
-        self.task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(render_job)
+        self.task = ray.remote(num_gpus=1 if gpus else 0, max_retries=0)(render_group)
         self.capacity = workers or 1 << 30
         self.refs = []
 
-    def submit(self, fn, job) -> Future:
-        ref = self.task.remote(job)
+    def submit(self, fn, jobs) -> Future:
+        ref = self.task.remote(jobs)
         self.refs.append(ref)
         return ref.future()
 
@@ -311,28 +355,58 @@ def run_jobs(root: Path, jobs: list[dict], args, what: str = "runs") -> tuple[di
     try:
         while todo or running:
             while todo and len(running) < pool.capacity:
-                job = todo.pop(0)
-                running[pool.submit(render_job, job)] = job
+                group = next_group(todo, getattr(args, "together", None))
+                running[pool.submit(render_group, group)] = group
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                job = running.pop(future)
+                group = running.pop(future)
                 try:
-                    record = save_result(root, job, future.result())
-                except Exception as e:  # noqa: BLE001 - one failed run never stops the others
-                    attempts[job["name"]] = tries = attempts.get(job["name"], 0) + 1
-                    error = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-                    if tries <= RETRIES:
-                        todo.append(job)
-                        progress.line(f"{job['name']} failed ({error}); retrying")
-                    else:
-                        failed.append(job["name"])
-                        progress.failed += 1
-                        progress.line(f"{job['name']} failed again ({error}); giving up")
-                    continue
-                records[job["name"]] = record
-                progress.done += 1
-                progress.line(f"{job['name']}  sim {record['sim']:.2f}  ({duration(record['runtime'])})"
-                              if record.get("sim") is not None else job["name"])
+                    results = future.result()
+                except Exception as e:  # noqa: BLE001 - the process of the group failed: each job failed
+                    results = [e] * len(group)
+                for job, result in zip(group, results):
+                    _finish(root, job, result, records, attempts, todo, failed, progress)
     finally:
         pool.shutdown()
     return records, failed
+
+
+def next_group(todo: list[dict], together: int | None) -> list[dict]:
+    """The first job of `todo` and the next ones that may share its CLIP pass (the same models, device,
+    precision and passes), up to `--together` (clipig.run.together.group_size); taken out of `todo`."""
+    from ..config.schema import validate
+    from ..run.together import group_size
+
+    def kind(job):
+        return json.dumps([job["data"].get(k) for k in ("model", "device", "precision", "compile",
+                                                         "views_per_pass")], sort_keys=True, default=str)
+    first = todo.pop(0)
+    size = group_size(validate(first["data"]), together, _DEVICE)
+    group = [first] + [job for job in todo if kind(job) == kind(first)][:size - 1]
+    for job in group[1:]:
+        todo.remove(job)
+    return group
+
+
+def _finish(root: Path, job: dict, result, records: dict, attempts: dict, todo: list, failed: list,
+            progress: Progress) -> None:
+    """Save a job's result, or retry it once, or count it failed."""
+    try:
+        if isinstance(result, BaseException):
+            raise result
+        record = save_result(root, job, result)
+    except Exception as e:  # noqa: BLE001 - one failed run never stops the others
+        attempts[job["name"]] = tries = attempts.get(job["name"], 0) + 1
+        error = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        if tries <= RETRIES:
+            todo.append(job)
+            progress.line(f"{job['name']} failed ({error}); retrying")
+        else:
+            failed.append(job["name"])
+            progress.failed += 1
+            progress.line(f"{job['name']} failed again ({error}); giving up")
+        return
+    records[job["name"]] = record
+    progress.done += 1
+    progress.line(f"{job['name']}  sim {record['sim']:.2f}  ({duration(record['runtime'])})"
+                  if record.get("sim") is not None else job["name"])
