@@ -2,6 +2,7 @@
 through resizing, post-processing and continuing, and is chosen and recorded through `parameterization`."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from clipig.image.start import resize
 from clipig.run.engine import open_run
 
 TYPES = sorted(PARAMETERIZATIONS)
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "clamp-default.pt"
 CLAMPED = [f"{{type: {name}, decorrelate: {d}}}" for name in TYPES for d in ("false", "true")]
 SQUASHED = [f"{{type: {name}, squash: {s}, decorrelate: {d}}}" for name in TYPES for s in ("tanh", "sigmoid")
             for d in ("false", "true")]
@@ -282,3 +284,16 @@ def test_options_can_be_set_on_the_shorthand():
     assert config.parameterization.name == "pyramid"
     assert config.parameterization.arguments({})["squash"] == "tanh"
     assert load(overrides=["parameterization.squash=tanh"]).parameterization.name == "pixels"
+
+
+@pytest.mark.parametrize("kind", ["pixels", "fft", "{type: fft, decorrelate: true}", "pyramid",
+                                  "{type: pyramid, decorrelate: true}"])
+def test_the_default_clamp_gives_the_pictures_of_before(tiny, kind):
+    """tests/golden/clamp-default.pt: the final pictures of SPOON with every parameterization at its defaults,
+    recorded with the code before `squash` and the pyramid's options (main 0f79eed); they stay the same."""
+    before = torch.load(GOLDEN, weights_only=True)[kind]
+    engine = make_engine(SPOON + f"parameterization: {kind}\n")
+    start = engine.image().detach().clone()
+    engine.run()
+    assert (engine.image() - start).abs().max() > 0.01  # the runs train: a changed step would show
+    assert torch.allclose(engine.image(), before, atol=1e-5)

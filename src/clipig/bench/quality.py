@@ -55,6 +55,14 @@ ROWS = {
     "coarse-32": ("walkthrough", "parameterization: pyramid\nresolution: 8 if t < .15 else 16 if t < .4 else 32"),
     # the first image's experiment: 16 then 32 pixels, 24 views turned by any angle, scaled and shifted
     "all-angles": ("all-angles", ""),
+    # the levers of issue 22 over the first image's experiment (docs/benchmarks.md, "Levers")
+    "tanh": ("all-angles", "parameterization: {type: pyramid, squash: tanh}"),
+    "dense-pyramid": ("all-angles", "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"),
+    "angles-ensemble": ("all-angles", "model: [mini, mini-2]"),
+    "overview": ("overview", ""),
+    # Direct Ascent Synthesis: every size, bicubic, tanh, grey start, SGD, 100 steps of 32 rolled views
+    "das": ("das", ""),
+    "das-ensemble": ("das", "model: [mini, mini-2]"),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
