@@ -188,7 +188,7 @@ def test_a_parameterization_declared_in_one_place_is_usable_everywhere(tiny):
         engine.run()
         assert engine.canvas.negative.shape == (3, 16, 16) and not torch.equal(engine.image(), start)
         assert "`parameterization.negative.gain`" in pages()["reference.md"]
-        assert "**`negative`** (`gain`, `decorrelate`): The image is trained as its negative." in \
+        assert "**`negative`** (`gain`, `decorrelate`, `squash`): The image is trained as its negative." in \
             pages()["parameterizations.md"]
     finally:
         del PARAMETERIZATIONS["negative"]

@@ -169,10 +169,11 @@ def test_every_spec_example_renders_or_gives_a_clear_error(block, tmp_path, tiny
 
 
 EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.yaml"))
+HEAVY = {"das-real-clip.yaml"}  # 336 pyramid levels at 336² and 32 views: about 10 s even with random:tiny
 OTHER_TYPES = ["fft", "pyramid", "{type: fft, decorrelate: true}"]  # at a low resolution, to stay fast
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
+@pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e in HEAVY else e for e in EXAMPLES])
 def test_every_example_renders(example, tmp_path, tiny, capsys):
     rc = main([str(ROOT / "examples" / example), "-o", f"{tmp_path}/", "--set", "epochs=3", *TINY])
     assert rc == 0, capsys.readouterr().err
@@ -180,7 +181,7 @@ def test_every_example_renders(example, tmp_path, tiny, capsys):
 
 
 @pytest.mark.parametrize("kind", OTHER_TYPES)
-@pytest.mark.parametrize("example", EXAMPLES)
+@pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e in HEAVY else e for e in EXAMPLES])
 def test_every_example_renders_with_every_parameterization(example, kind, tmp_path, tiny, capsys):
     rc = main([str(ROOT / "examples" / example), "-o", f"{tmp_path}/", "--set", "epochs=2", "--set",
                "resolution=40", "--set", f"parameterization={kind}", *TINY])
@@ -271,3 +272,17 @@ def test_every_command_prints_its_help(command, capsys):
         main([*command, "--help"])
     assert exit.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_the_real_clip_recipe_of_direct_ascent_synthesis_validates(tmp_path, tiny, capsys):
+    """examples/das-real-clip.yaml asks for what it says (three ViT-B/32 checkpoints, every size bicubic, tanh,
+    a grey start, SGD, 32 rolled views) and renders with random:tiny at a tiny size."""
+    from clipig.config.loader import load
+    path = ROOT / "examples" / "das-real-clip.yaml"
+    config = load([path])
+    assert [m["name"] for m in config.model()] == ["ViT-B/32", "ViT-B-32/laion2b_s34b_b79k", "ViT-B-32/laion400m_e32"]
+    assert config.parameterization.arguments({}) == {"levels": 0, "step": 1, "upsample": "cubic", "squash": "tanh",
+                                                     "decorrelate": False}
+    rc = main([str(path), "-o", f"{tmp_path}/", "--set", "epochs=2", "--set", "resolution=24", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "das-real-clip.yaml").read_text())["parameterization"]["step"] == 1

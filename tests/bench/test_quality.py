@@ -45,7 +45,8 @@ def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
     assert main(["--quality", "plain", "fft", "ensemble", "coarse-to-fine", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("|") and re.search(r"\d%", line)]
-    assert [r.split("|")[1].strip() for r in rows] == ["plain", "fft", "ensemble", "coarse-to-fine"]
+    assert [r.split("|")[1].strip() for r in rows] == ["plain", "fft", "ensemble", "coarse-to-fine", "drawn"]
+    rows = rows[:-1]
     best = max(int(r.split("|")[2].strip().rstrip("%")) for r in rows)
     header = next([c.strip() for c in line.split("|")] for line in out.splitlines()
                   if line.startswith("| configuration"))
@@ -60,3 +61,50 @@ def test_unknown_rows_are_refused_with_the_list(capsys):
         main(["--quality", "fancy"])
     assert e.value.code == 2
     assert "pyramid" in capsys.readouterr().err
+
+
+def test_prompts_of_ones_own_with_several_seeds_and_the_drawn_ceiling(tmp_path, capsys):
+    """--prompts FILE (comments skipped), --seeds 2 (each prompt rendered twice: the pictures differ), --set
+    over every render, an experiment file as a row; the `drawn` row judges the world's own scenes of the
+    prompts, which the referee ranks first."""
+    from clipig.bench.speed import main
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# mine\na red circle on a blue background\n\na white star on a black background  # two\n")
+    row = tmp_path / "mine.yaml"
+    row.write_text("resolution: 16\nepochs: 2\ntargets:\n  - features:\n      - text: anything\n")
+    assert main(["--quality", str(row), "--prompts", str(prompts), "--seeds", "2", "--set", "learnrate=2",
+                 "--save", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "2 prompts" in out and "2 seed(s)" in out and "--set learnrate=2" in out
+    saved = sorted(p.name for p in (tmp_path / "out").glob("mine-*.png"))
+    assert saved == ["mine-00-s1.png", "mine-00.png", "mine-01-s1.png", "mine-01.png"]
+    assert (tmp_path / "out" / "mine-00.png").read_bytes() != (tmp_path / "out" / "mine-00-s1.png").read_bytes()
+    drawn = next(line for line in out.splitlines() if line.startswith("| drawn"))
+    mine = next(line for line in out.splitlines() if line.startswith("| mine"))
+    top1 = [int(line.split("|")[2].strip().rstrip("%")) for line in (drawn, mine)]
+    assert top1[0] >= 50 and top1[0] > top1[1]  # the referee knows the world's own pictures, not 2 epochs
+
+
+def test_a_prompt_outside_the_world_is_refused_with_its_line(tmp_path, capsys):
+    from clipig.bench.speed import main
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle on a blue background\na photo of a cat\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--quality", "plain", "--prompts", str(prompts)])
+    assert e.value.code == 2
+    assert f"{prompts}:2: 'a photo of a cat' is not a caption of the mini world" in capsys.readouterr().err
+
+
+def test_a_bad_set_is_refused_before_any_render(capsys):
+    from clipig.bench.speed import main
+    with pytest.raises(SystemExit) as e:
+        main(["--quality", "plain", "--set", "learnrate=fast"])
+    assert e.value.code == 2 and "row plain" in capsys.readouterr().err
+
+
+def test_the_held_out_captions_are_single_things_of_the_world_and_not_benchmark_prompts():
+    path = quality.CONFIG_DIR / "held-out.txt"
+    import argparse
+    captions = quality.read_prompts(str(path), argparse.ArgumentParser())
+    assert len(captions) >= 12 and not set(captions) & set(quality.PROMPTS)
+    assert all(world.parse(c).kind == "single" for c in captions)

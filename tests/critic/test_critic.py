@@ -390,3 +390,63 @@ def test_the_critic_uses_the_fast_path(tiny):
     from clipig.critic.fast_vision import PatchEmbedding
     assert isinstance(tiny.model.visual.conv1, PatchEmbedding) and len(tiny.speedups) == 4
     assert "final projection per run" in tiny.speedups
+
+
+# ---------------------------------------------------------------- models on the Hugging Face hub
+
+TINY_CFG = {"embed_dim": 32, "quick_gelu": True,
+            "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 32, "head_width": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+
+
+def hub_cache(cache, repo: str, mean=(0.5, 0.5, 0.5)) -> torch.nn.Module:
+    """Put an open_clip model of tiny size into the hub cache as the hub client leaves a download there
+    (refs/main names the snapshot that holds `open_clip_config.json` and the weights); returns the model."""
+    import json
+
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+    torch.manual_seed(7)
+    model = CLIP(**TINY_CFG)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = cache / "hf" / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    (snapshot / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": TINY_CFG, "preprocess_cfg": {"mean": list(mean), "std": [0.25, 0.25, 0.25]}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "open_clip_model.safetensors"))
+    return model
+
+
+def test_hub_names_are_read():
+    assert parse("hf-hub:chs20/fare2-clip").kind == "hub" and parse("hf-hub:chs20/fare2-clip").path == "chs20/fare2-clip"
+    assert parse("hf-hub:fare2-clip").kind == "unknown"
+    with pytest.raises(ModelError, match=r"expected hf-hub:ORG/NAME"):
+        critic.load_critic("hf-hub:no slash")
+
+
+def test_a_hub_model_loads_from_the_cache_without_network(monkeypatch, cache):
+    """`model: hf-hub:ORG/NAME` with the files in the cache: no request at all, the model's own weights,
+    preprocessing and tokenizer."""
+    calls = serve(monkeypatch, {})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    original = hub_cache(cache, "robust-org/tiny-clip", mean=(0.25, 0.5, 0.75))
+    loaded = critic.load_critic("hf-hub:robust-org/tiny-clip")
+    assert calls == []
+    assert loaded.name == "hf-hub:robust-org/tiny-clip" and loaded.input_size == 64
+    assert torch.equal(loaded._mean.flatten(), torch.tensor([0.25, 0.5, 0.75]))
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    features = loaded.encode_text(["a red circle"])
+    assert features.shape == (1, 32) and torch.isfinite(features).all()
+
+
+def test_a_hub_model_offline_and_not_cached_gives_a_clear_message(monkeypatch, cache):
+    serve(monkeypatch, {})
+    with pytest.raises(ModelError) as info:
+        critic.load_critic("hf-hub:robust-org/not-here")
+    message = str(info.value)
+    for part in ("'hf-hub:robust-org/not-here'", "no network in tests", str(cache / "hf"), "random:ViT-B/32"):
+        assert part in message

@@ -1,6 +1,9 @@
 """Parameterizations: each shows the image it was set to, trains through its own tensors, keeps the picture
 through resizing, post-processing and continuing, and is chosen and recorded through `parameterization`."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -15,7 +18,12 @@ from clipig.image.start import resize
 from clipig.run.engine import open_run
 
 TYPES = sorted(PARAMETERIZATIONS)
-KINDS = [f"{{type: {name}, decorrelate: {d}}}" for name in TYPES for d in ("false", "true")]
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "clamp-default.pt"
+CLAMPED = [f"{{type: {name}, decorrelate: {d}}}" for name in TYPES for d in ("false", "true")]
+SQUASHED = [f"{{type: {name}, squash: {s}, decorrelate: {d}}}" for name in TYPES for s in ("tanh", "sigmoid")
+            for d in ("false", "true")]
+DENSE = "{type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"  # Direct Ascent Synthesis' pyramid
+KINDS = CLAMPED + [f"{{type: {name}, squash: tanh}}" for name in TYPES] + [DENSE]  # what every kind must do
 
 SPOON = """
 epochs: 3
@@ -48,7 +56,7 @@ def test_the_registry_has_the_promised_types():
     assert TYPES == ["fft", "pixels", "pyramid"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CLAMPED)
 def test_gives_back_the_image_it_was_set_to(kind):
     _, canvas = canvas_of(kind)
     image = picture()
@@ -58,6 +66,89 @@ def test_gives_back_the_image_it_was_set_to(kind):
     canvas.set_image(outside)
     assert torch.allclose(canvas.unclamped(), outside, atol=1e-5)
     assert torch.equal(canvas.image(), canvas.unclamped().clamp(0, 1))
+
+
+@pytest.mark.parametrize("kind", SQUASHED + [DENSE])
+def test_a_squashed_image_goes_round_trip_through_set_image(kind):
+    """`set_image` inverts the squash: the picture comes back; 0 and 1 become finite values that show as 0 and
+    1 in 8 bits; values outside [0, 1] (what post-processing may hand over) come back at the edges."""
+    _, canvas = canvas_of(kind)
+    image = picture()
+    canvas.set_image(image)
+    assert torch.allclose(canvas.image(), image, atol=1e-5)
+    assert torch.equal(canvas.image(), canvas.unclamped())  # squashed: nothing left to clamp
+    edges = (picture(seed=2) > 0.5).float()
+    canvas.set_image(edges * 3 - 1)
+    shown = canvas.image()
+    assert all(torch.isfinite(t).all() for t in canvas.parameters())
+    assert torch.equal((shown * 255).round(), edges * 255) and 0 < shown.min() and shown.max() < 1
+
+
+def test_sigmoid_is_the_same_curve_as_tanh():
+    assert canvas_of("{type: pixels, squash: sigmoid}")[0].arguments({})["squash"] == "tanh"
+    _, tanh = canvas_of("{type: pixels, squash: tanh}")
+    signal = torch.linspace(-3, 4, 29 * 37 * 3).view(3, 29, 37)
+    with torch.no_grad():
+        tanh.data.copy_(signal)
+    assert torch.allclose(tanh.image(), torch.sigmoid(4 * signal - 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", SQUASHED + [DENSE])
+def test_gradients_reach_the_parameters_at_the_bounds(kind):
+    """A black and white picture (every value at a bound, where a clamp passes nothing): the gradient still
+    reaches every tensor, and with pixels every single value."""
+    _, canvas = canvas_of(kind)
+    canvas.set_image((picture(seed=2) > 0.5).float())
+    canvas.image().sum().backward()
+    assert all(t.grad is not None and (t.grad.abs().sum() > 0) for t in canvas.parameters())
+    if "pixels" in kind and "decorrelate: false" in kind:
+        assert (canvas.data.grad > 0).all()
+
+
+def test_a_clamp_passes_no_gradient_outside_the_range():
+    """What the squash is for: with the default clamp, a value pushed out of [0, 1] gets no gradient."""
+    _, canvas = canvas_of("pixels")
+    canvas.set_image(picture() * 3 - 1)
+    canvas.image().sum().backward()
+    outside = (canvas.data < 0) | (canvas.data > 1)
+    assert outside.any() and (canvas.data.grad[outside] == 0).all() and (canvas.data.grad[~outside] == 1).all()
+
+
+@pytest.mark.parametrize("kind", SQUASHED + [DENSE])
+def test_a_squashed_step_moves_mid_range_pixels_as_far_as_clamp(kind):
+    """Near the middle of the range the squash has slope 1: the same gradient and optimizer step move the
+    pixels about as far as without it."""
+    image = 0.45 + 0.1 * picture(64, 48)
+    moved = []
+    for squashed in (re.sub(r"squash: \w+", "squash: clamp", kind), kind):
+        _, canvas = canvas_of(squashed, 64, 48)
+        canvas.set_image(image)
+        before = canvas.image().detach().clone()
+        for t in canvas.parameters():
+            t.grad = torch.randn(t.shape, generator=torch.Generator().manual_seed(5))
+        torch.optim.Adam(canvas.parameters(), lr=0.01).step()
+        moved.append((canvas.image().detach() - before).pow(2).mean().sqrt().item())
+    assert moved[1] == pytest.approx(moved[0], rel=0.1)
+
+
+def test_pyramid_sizes():
+    from clipig.image.parameterizations import pyramid_sizes
+    assert pyramid_sizes(64, 48, 6, 0) == [(64, 48), (32, 24), (16, 12), (8, 6), (4, 3), (2, 2)]
+    assert pyramid_sizes(5, 5, 0, 0) == [(5, 5), (2, 2), (1, 1)]
+    assert pyramid_sizes(4, 2, 0, 1) == [(4, 2), (3, 2), (2, 1), (1, 1)]  # every size of the longer side
+    assert pyramid_sizes(32, 32, 0, 8) == [(32, 32), (24, 24), (16, 16), (8, 8), (1, 1)]
+    assert pyramid_sizes(32, 32, 3, 1) == [(32, 32), (31, 31), (30, 30)]
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "bicubic"])
+def test_every_upsampling_mode_shows_the_image_and_trains_every_level(mode):
+    _, canvas = canvas_of(f"{{type: pyramid, levels: 0, step: 3, upsample: {mode}}}")
+    assert len(canvas.levels) == 13 and canvas.options["upsample"] == {"bicubic": "cubic"}.get(mode, mode)
+    image = picture()
+    canvas.set_image(image)
+    assert torch.allclose(canvas.image(), image, atol=1e-5)
+    canvas.image().sum().backward()
+    assert all(t.grad.abs().sum() > 0 for t in canvas.levels)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -190,7 +281,30 @@ def test_the_sidecar_records_it_and_renders_the_same_again(tiny, tmp_path):
     engine = make_engine(SPOON + "parameterization: {type: fft, decorrelate: true}\n")
     engine.run()
     text = sidecar_text(engine.config, engine.facts())
-    assert yaml.safe_load(text)["parameterization"] == {"type": "fft", "decay": 1.0, "decorrelate": True}
+    assert yaml.safe_load(text)["parameterization"] == {"type": "fft", "decay": 1.0, "decorrelate": True,
+                                                            "squash": "clamp"}
     again = open_run(load(texts=[text], overrides=["verbose=0"]))
     again.run()
     assert torch.equal(again.image(), engine.image())
+
+
+def test_options_can_be_set_on_the_shorthand():
+    """`--set parameterization.squash=tanh` over `parameterization: pyramid` (or none): the shorthand is its
+    type."""
+    config = load(texts=["parameterization: pyramid\n"], overrides=["parameterization.squash=sigmoid"])
+    assert config.parameterization.name == "pyramid"
+    assert config.parameterization.arguments({})["squash"] == "tanh"
+    assert load(overrides=["parameterization.squash=tanh"]).parameterization.name == "pixels"
+
+
+@pytest.mark.parametrize("kind", ["pixels", "fft", "{type: fft, decorrelate: true}", "pyramid",
+                                  "{type: pyramid, decorrelate: true}"])
+def test_the_default_clamp_gives_the_pictures_of_before(tiny, kind):
+    """tests/golden/clamp-default.pt: the final pictures of SPOON with every parameterization at its defaults,
+    recorded with the code before `squash` and the pyramid's options (main 0f79eed); they stay the same."""
+    before = torch.load(GOLDEN, weights_only=True)[kind]
+    engine = make_engine(SPOON + f"parameterization: {kind}\n")
+    start = engine.image().detach().clone()
+    engine.run()
+    assert (engine.image() - start).abs().max() > 0.01  # the runs train: a changed step would show
+    assert torch.allclose(engine.image(), before, atol=1e-5)

@@ -276,6 +276,16 @@ def test_views_are_added_up_and_a_deterministic_target_has_one_view(tiny):
     assert three == pytest.approx([3 * x for x in one], rel=1e-5) and engine.statistics()[0]["views"] == 6
 
 
+def test_batch_sizes_may_change_with_time(tiny):
+    """Two targets with the same feature trade views over the run (Disco Diffusion's overview and inner views):
+    `batch_size` is evaluated every epoch; a fraction is cut to a whole number."""
+    target = "  - batch_size: {}\n    features:\n      - text: a\n    transforms:\n      - random_rotate: 0 0\n"
+    text = "epochs: 3\nresolution: 16\ntargets:\n" + target.format("3 - 2 * t") + target.format("1.5 + 2 * t")
+    engine = make_engine(text)
+    engine.run()
+    assert [s["views"] for s in engine.statistics()] == [3 + 2 + 1, 1 + 2 + 3]
+
+
 def test_every_transform_result_and_postproc_result_is_clamped(tiny):
     seen = []
 

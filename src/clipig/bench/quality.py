@@ -6,7 +6,8 @@ final image, as its PNG would hold it, is scored by the referee (`mini-referee`,
 seed) against every caption of the prompt's form (`world.space`: 280 captions for `a red circle on a blue
 background`). Per row:
 
-- top-1: the prompt ranks first among all captions of its form (ties count against it); mean rank;
+- top-1: the prompt ranks first among all captions of its form (ties count against it); 1-word: it beats
+  every caption that differs from it in one word (the first image's test); mean rank;
 - per attribute: the prompt beats every caption that differs from it in that attribute only;
 - outline: read from the pixels without a model (`reading.shapes_shown`), the largest region of each thing's
   colour has the outline of its shape;
@@ -14,7 +15,13 @@ background`). Per row:
   of the prompt (drawn by the world): a critic far above the referee means the picture fools the critic
   more than it shows the prompt.
 
-    clipig bench --quality [--quick] [--model mini] [--referee mini-referee] [--epochs N] [ROW ... | all]
+Every table also has the row `drawn`: the same verdicts on scenes the world draws for each prompt (at 32, 64
+and 128 pixels), the ceiling a render can reach with this referee. `--seeds N` renders every prompt with N
+seeds (the rates are over all renders), `--prompts FILE` judges other captions of the world (one a line),
+`--set PATH=VALUE` changes every render (e.g. `--set precision=bf16`).
+
+    clipig bench --quality [--quick] [--seeds N] [--prompts FILE] [--set PATH=VALUE ...] [--model mini]
+                           [--referee mini-referee] [--epochs N] [--save DIR] [ROW ... | all]
 """
 
 from __future__ import annotations
@@ -48,6 +55,14 @@ ROWS = {
     "coarse-32": ("walkthrough", "parameterization: pyramid\nresolution: 8 if t < .15 else 16 if t < .4 else 32"),
     # the first image's experiment: 16 then 32 pixels, 24 views turned by any angle, scaled and shifted
     "all-angles": ("all-angles", ""),
+    # the levers of issue 22 over the first image's experiment (docs/benchmarks.md, "Levers")
+    "tanh": ("all-angles", "parameterization: {type: pyramid, squash: tanh}"),
+    "dense-pyramid": ("all-angles", "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"),
+    "angles-ensemble": ("all-angles", "model: [mini, mini-2]"),
+    "overview": ("overview", ""),
+    # Direct Ascent Synthesis: every size, bicubic, tanh, grey start, SGD, 100 steps of 32 rolled views
+    "das": ("das", ""),
+    "das-ensemble": ("das", "model: [mini, mini-2]"),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
@@ -67,6 +82,9 @@ PROMPTS = (
 ATTRIBUTES = ("shape", "colour", "background", "size", "place", "count", "texture")
 QUICK_EPOCHS = 0.4  # share of each configuration's epochs in --quick mode
 REAL_SCENES = 4
+DRAWN = "drawn"  # the row of scenes the world draws for each prompt: the ceiling
+DRAWN_SIZES = (32, 64, 128)
+SEED_STRIDE = 1000  # seed of prompt i in its j-th render: i + SEED_STRIDE * j
 
 
 def attribute(slot: str) -> str:
@@ -107,19 +125,32 @@ def real_similarity(referee, caption: world.Caption, seed: int) -> float:
 
 def experiment(row: str, prompt: str, args, seed: int):
     """The validated experiment of a row for one prompt: the reference configuration, the row's YAML, then
-    the prompt, the seed, the CPU, `--model` (unless the row names its models) and the epochs over it."""
+    the prompt (the text of every feature), the seed, the CPU, `--model` (unless the row names its models),
+    `--set` and the epochs over it."""
     import json
 
-    from ..config.loader import load
-    base, extra = ROWS[row]
-    overrides = [f"targets[0].features[0].text={json.dumps(prompt)}", "device=cpu", "verbose=0", f"seed={seed}"]
+    from ..config.loader import load, load_data
+    base, extra = source(row)
+    texts = [extra] if extra else []
+    targets = load_data([base], texts)["targets"]
+    overrides = [f"targets[{i}].features[{j}].text={json.dumps(prompt)}"
+                 for i, target in enumerate(targets) for j in range(len(target["features"]))]
+    overrides += ["device=cpu", "verbose=0", f"seed={seed}"]
     overrides += [] if "model:" in extra else [f"model={json.dumps(args.model)}"]
     overrides += args.overrides
-    config = load([CONFIG_DIR / f"{base}.yaml"], texts=[extra] if extra else [], overrides=overrides)
+    config = load([base], texts=texts, overrides=overrides)
     if not (args.epochs or args.quick):
         return config
     epochs = args.epochs or max(1, round(config.epochs() * QUICK_EPOCHS))
-    return load([CONFIG_DIR / f"{base}.yaml"], texts=[extra] if extra else [], overrides=[*overrides, f"epochs={epochs}"])
+    return load([base], texts=texts, overrides=[*overrides, f"epochs={epochs}"])
+
+
+def source(row: str) -> tuple[Path, str]:
+    """(configuration file, YAML merged over it) of a row: one of ROWS, or an experiment file of one's own."""
+    if row in ROWS:
+        base, extra = ROWS[row]
+        return CONFIG_DIR / f"{base}.yaml", extra
+    return Path(row), ""
 
 
 def render(config) -> tuple[torch.Tensor, object]:
@@ -130,45 +161,83 @@ def render(config) -> tuple[torch.Tensor, object]:
     return quantize(engine.image()), engine.critic
 
 
+def renders(prompts: list[str], seeds: int):
+    """(prompt index, prompt, seed, file name suffix) of every render: each prompt with each of `seeds` seeds."""
+    for j in range(seeds):
+        for i, prompt in enumerate(prompts):
+            yield i, prompt, i + SEED_STRIDE * j, f"{i:02d}" + (f"-s{j}" if j else "")
+
+
 def run_row(row: str, referee, args, save: Path | None) -> dict:
-    start, verdicts = time.monotonic(), []
-    for i, prompt in enumerate(PROMPTS):
-        image, critic = render(experiment(row, prompt, args, i))
+    """The verdicts of one row on every render; `seconds` per picture."""
+    start, verdicts, label = time.monotonic(), [], row if row in ROWS else Path(row).stem
+    for i, prompt, seed, name in renders(args.prompt_list, args.seeds):
+        image, critic = render(experiment(row, prompt, args, seed))
         if save:
-            to_pil(image).save(save / f"{row}-{i:02d}.png")
+            to_pil(image).save(save / f"{label}-{name}.png")
         caption = world.parse(prompt)
         verdict = judge(referee, critic, image, caption)
         verdict["real"] = real_similarity(referee, caption, i)
         verdicts.append(verdict)
-    return {"name": row, "seconds": time.monotonic() - start, "verdicts": verdicts}
+    return {"name": label, "seconds": (time.monotonic() - start) / len(verdicts), "verdicts": verdicts}
+
+
+def drawn_row(referee, args, save: Path | None) -> dict:
+    """The verdicts on scenes the world draws for every prompt and seed, at each of DRAWN_SIZES: what a
+    picture that shows its prompt gets from the referee (the ceiling of the table)."""
+    from ..critic.models import open_critic
+    from ..mini.evaluate import to_tensor
+    critic, verdicts = open_critic(args.model), []
+    for i, prompt, seed, name in renders(args.prompt_list, args.seeds):
+        caption, rng = world.parse(prompt), np.random.default_rng(seed)
+        for size in DRAWN_SIZES:
+            image = quantize(to_tensor(world.render(world.scene_for(caption, rng), size)))
+            if save:
+                to_pil(image).save(save / f"{DRAWN}-{name}-{size}.png")
+            verdict = judge(referee, critic, image, caption)
+            verdict["real"] = real_similarity(referee, caption, i)
+            verdicts.append(verdict)
+    return {"name": DRAWN, "seconds": 0.0, "verdicts": verdicts}
 
 
 def summary(result: dict) -> list[str]:
     v = result["verdicts"]
-    top1 = sum(x["rank"] == 1 for x in v) / len(v)
-    cells = [result["name"], f"{top1 * 100:.0f}%", f"{statistics.mean(x['rank'] for x in v):.1f}"]
+    first = sum(all(all(a) for a in x["attributes"].values()) for x in v) / len(v)
+    cells = [result["name"], f"{top1(result) * 100:.0f}%", f"{first * 100:.0f}%",
+             f"{statistics.mean(x['rank'] for x in v):.1f}"]
     for name in ATTRIBUTES:
         tests = [ok for x in v for ok in x["attributes"].get(name, [])]
         cells.append(f"{sum(tests) / len(tests) * 100:.0f}%" if tests else "-")
     outlines = [x["outline"] for x in v if x.get("outline") is not None]
     cells.append(f"{sum(outlines) / len(outlines) * 100:.0f}%" if outlines else "-")
     cells += [f"{statistics.mean(x['critic'] for x in v):.1f}", f"{statistics.mean(x['referee'] for x in v):.1f}",
-              f"{statistics.mean(x['real'] for x in v):.1f}", f"{result['seconds']:.0f}"]
+              f"{statistics.mean(x['real'] for x in v):.1f}",
+              "-" if result["name"] == DRAWN else f"{result['seconds']:.1f}"]
     return cells
 
 
+def top1(result: dict) -> float:
+    return sum(x["rank"] == 1 for x in result["verdicts"]) / len(result["verdicts"])
+
+
 def report(results: list[dict], args, info: dict, table) -> str:
-    headers = ["configuration", "top-1", "mean rank", *ATTRIBUTES, "outline", "critic sim", "referee sim",
-               "referee real", "seconds"]
+    headers = ["configuration", "top-1", "1-word", "mean rank", *ATTRIBUTES, "outline", "critic sim", "referee sim",
+               "referee real", "s/picture"]
+    prompts = args.prompts or f"the {len(PROMPTS)} benchmark prompts"
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}",
            "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
            f"date: {info['date']}",
            f"mode: {'quick' if args.quick else 'full'}; critic {args.model}, referee {args.referee}; "
-           f"{len(PROMPTS)} prompts per configuration, each ranked among all captions of its form", "",
+           f"{len(args.prompt_list)} prompts ({prompts}) x {args.seeds} seed(s) per configuration, each ranked "
+           f"among all captions of its form; `{DRAWN}`: scenes the world draws for them at "
+           f"{', '.join(map(str, DRAWN_SIZES))} pixels (the ceiling)"
+           + "".join(f"; --set {o}" for o in args.overrides), "",
            table(headers, [summary(r) for r in results])]
-    best = max(results, key=lambda r: sum(x["rank"] == 1 for x in r["verdicts"]))
-    top1 = sum(x["rank"] == 1 for x in best["verdicts"]) / len(best["verdicts"])
-    out += ["", f"referee top-1: {top1 * 100:.0f}% ({best['name']})"]
+    rendered = [r for r in results if r["name"] != DRAWN]
+    if rendered:
+        best = max(rendered, key=top1)
+        out += ["", f"referee top-1: {top1(best) * 100:.0f}% ({best['name']}); drawn scenes: "
+                    f"{top1(results[-1]) * 100:.0f}%"]
     return "\n".join(out)
 
 
@@ -179,15 +248,20 @@ def parser() -> argparse.ArgumentParser:
         "rank every final image among all captions of its prompt's form."))
     p.add_argument("rows", nargs="*", metavar="ROW", help=(
         f"rows of the table (default: {', '.join(DEFAULT_ROWS)}; also: "
-        f"{', '.join(r for r in ROWS if r not in DEFAULT_ROWS)}; `all`: every row)"))
+        f"{', '.join(r for r in ROWS if r not in DEFAULT_ROWS)}; `all`: every row; or an experiment file "
+        f"FILE.yaml of one's own, its text replaced by each prompt)"))
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_EPOCHS * 100:.0f}%% of each configuration's epochs (a few minutes)")
     p.add_argument("--model", default="mini", help="the critic that renders (default: mini)")
     p.add_argument("--referee", default="mini-referee", help="the model that judges (default: mini-referee)")
     p.add_argument("--epochs", type=int, help="epochs of every render (default: the configuration's)")
-    p.add_argument("--save", metavar="DIR", help="also write the final images into DIR")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="render every prompt with N seeds; the rates are over all renders (default: 1)")
+    p.add_argument("--prompts", metavar="FILE", help=(
+        "captions of the mini world to render instead of the benchmark's, one a line (# comments)"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a parameter in every render, e.g. --set precision=bf16 (repeatable)")
+                   help="override a parameter of every render, e.g. --set precision=bf16 (repeatable)")
+    p.add_argument("--save", metavar="DIR", help="also write the final images into DIR")
     threads.add_option(p)
     return p
 
@@ -199,16 +273,51 @@ def main(argv: list[str], table, info: dict) -> int:
     args = parser().parse_args(argv)
     threads.configure(args.threads)
     rows = list(ROWS) if args.rows == ["all"] else args.rows or list(DEFAULT_ROWS)
-    unknown = [r for r in rows if r not in ROWS]
+    unknown = [r for r in rows if r not in ROWS and r != DRAWN and not (r.endswith(".yaml") and Path(r).is_file())]
     if unknown:
         parser().error(f"unknown row {unknown[0]!r}; the rows are {', '.join(ROWS)} (or all)")
+    if args.seeds < 1:
+        parser().error("--seeds must be at least 1")
+    args.prompt_list = read_prompts(args.prompts, parser()) if args.prompts else list(PROMPTS)
+    _check_overrides(args, rows, parser())
     save = Path(args.save) if args.save else None
     if save:
         save.mkdir(parents=True, exist_ok=True)
     referee = load_critic(args.referee, "cpu")
     results = []
-    for row in rows:
-        print(f"  {row}: {len(PROMPTS)} prompts ...", file=sys.stderr, flush=True)
+    for row in [r for r in rows if r != DRAWN]:
+        print(f"  {row}: {len(args.prompt_list)} prompts x {args.seeds} seed(s) ...", file=sys.stderr, flush=True)
         results.append(run_row(row, referee, args, save))
+    results.append(drawn_row(referee, args, save))
     print(report(results, args, info, table))
     return 0
+
+
+def read_prompts(path: str, p: argparse.ArgumentParser) -> list[str]:
+    """The captions of a --prompts file (one a line; blank lines and # comments skipped); each must be a
+    caption of the mini world."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        p.error(f"--prompts: cannot read {path}: {e.strerror or e}")
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if world.parse(text) is None:
+            p.error(f"{path}:{number}: {text!r} is not a caption of the mini world (docs/mini.md, \"The world\")")
+        prompts.append(text)
+    if not prompts:
+        p.error(f"--prompts: {path} holds no caption")
+    return prompts
+
+
+def _check_overrides(args, rows: list[str], p: argparse.ArgumentParser) -> None:
+    """Refuse a --set that no row's experiment accepts before any render starts (the message of the loader)."""
+    from ..config.errors import ConfigError
+    for row in [r for r in rows if r != DRAWN]:
+        try:
+            experiment(row, args.prompt_list[0], args, 0)
+        except ConfigError as e:
+            p.error(f"row {row}: {e}")

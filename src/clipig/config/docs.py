@@ -102,8 +102,12 @@ def pages() -> dict[str, str]:
             "map `{type: fft, decay: 1.5, decorrelate: true}`. Each type shows the `init` image exactly at the "
             "start, keeps the picture when the resolution or an option changes during the run (the optimizer "
             "then starts afresh, as with a resolution change), and post-processing edits the image it shows. "
-            "CLIP sees the image clamped to [0, 1]. The tensors of every type are scaled so that `learnrate: 1` "
-            "moves pixels about as far per step as with `pixels`: the walk-through's settings work with each.",
+            "Every type has `squash`: with `clamp` (the default, the original's behaviour) CLIP sees the image "
+            "clamped to [0, 1]; with `tanh` (or `sigmoid`, the same curve) the image is bent smoothly into (0, 1), "
+            "so that a colour pushed beyond the range keeps its gradient and can come back. The tensors of every "
+            "type are scaled so that `learnrate: 1` moves pixels about as far per step as with `pixels`: the "
+            "walk-through's settings work with each. What each choice does to the pictures and what it costs is "
+            "measured in [benchmarks](benchmarks.md#levers-issue-22) and explained in [quality](quality.md).",
             PARAMETERIZATIONS),
         "expressions.md": expressions(),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError
-from .schema import Node, validate
+from .schema import Node, OneOf, schema, validate
 
 
 class LocDict(dict):
@@ -147,6 +147,8 @@ def apply_override(data: dict, assignment: str) -> None:
         else:
             if not isinstance(node, dict):
                 raise ConfigError(f"{part!r} is not inside a mapping", path.strip(), file="--set")
+            if i == 0 and isinstance(node.get(part), str) and isinstance(schema().fields.get(part), OneOf):
+                node[part] = LocDict({"type": node[part]}, loc=("--set", None))  # `fft` is `{type: fft}`
             if node.get(part) is None:
                 node[part] = [] if isinstance(nxt, int) else LocDict(loc=("--set", None))
             node = node[part]

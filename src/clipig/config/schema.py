@@ -137,11 +137,14 @@ def build_schema() -> Section:
             "The models of the ensemble (names from the top-level `model`) that judge this target's views; "
             "by default all. Their weights are divided by their sum, so a target that names one model is "
             "judged by that model alone, and the other models never see its views.")),
-        "batch_size": Param("int", 1, check=at_least(1), doc=(
+        "batch_size": Param("int", 1, groups=TIME, check=at_least(1), doc=(
             "The number of randomly transformed views of the image shown to CLIP in one epoch. The losses of "
             "all views (of all targets) are added up, so a larger batch also takes a larger step with `sgd`. A "
             "target without random transforms has one view whatever its batch size (all would be the same). "
-            "100 epochs at batch size 10 are much faster than 1000 epochs at batch size 1.")),
+            "100 epochs at batch size 10 are much faster than 1000 epochs at batch size 1. It may change "
+            "during the run, e.g. `12 - 8 * t` (a fraction is cut to a whole number): two targets with the "
+            "same feature can shift the views from one kind to another, as Disco Diffusion schedules its "
+            "overview and inner views.")),
         "select": Param("str", "all", choices=("all", "best", "worst", "mix"), doc=(
             "How several features are used, per view. `all`: all feature losses, multiplied by their weights, "
             "are added. `best`: only the active feature with the highest similarity (times `fair` and `scale`) "
@@ -194,7 +197,9 @@ def build_schema() -> Section:
             "`cubic` (bicubic, antialiased when shrinking). The start image is always scaled bicubic.")),
         "model": Param("models", "ViT-B/32", doc=(
             "The CLIP model: an OpenAI name (`RN50`, `RN101`, `RN50x4`, `RN50x16`, `RN50x64`, `ViT-B/32`, "
-            "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, `mini`, "
+            "`ViT-B/16`, `ViT-L/14`, `ViT-L/14@336px`), an open_clip `architecture/pretrained` name, an open_clip "
+            "model on the Hugging Face hub as `hf-hub:ORG/NAME` (e.g. the robust `hf-hub:chs20/fare2-clip`, "
+            "see [quality](quality.md#robust-critics)), `mini`, "
             "`mini-2` or `mini-referee` (small CLIPs that come with CLIPig and know only a world of coloured shapes, "
             "see mini.md), a path to a local checkpoint (`ARCH:/path` to name its architecture; a file that "
             "`python -m clipig.mini.train` wrote is told by its content), or `random:<architecture>` for random "

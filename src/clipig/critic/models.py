@@ -14,7 +14,7 @@ import torch
 from . import weights
 from .critic import Critic, Ensemble
 from .mini import CHECKPOINTS as MINI_CHECKPOINTS  # trained by clipig.mini.train, shipped
-from .names import ModelName, parse
+from .names import HUB_PREFIX, ModelName, parse
 from .weights import OPENAI_NAMES, ModelError, one_line
 
 _CRITICS: dict[tuple[str, str], Critic] = {}
@@ -58,6 +58,9 @@ def random_model(name: ModelName):
 
 def _unknown_model(name: str) -> ModelError:
     import open_clip
+    if name.startswith(HUB_PREFIX):
+        return ModelError(f"Cannot read the hub model name {name!r}: expected {HUB_PREFIX}ORG/NAME, e.g. "
+                          f"{HUB_PREFIX}chs20/fare2-clip.")
     archs = open_clip.list_models()
     if name in archs:
         tags = [f"{name}/{t}" for t in open_clip.list_pretrained_tags_by_model(name)]
@@ -67,7 +70,8 @@ def _unknown_model(name: str) -> ModelError:
     close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), by_lower, n=5, cutoff=0.5)]
     hint = f"\nDid you mean: {', '.join(close)}?" if close else ""
     return ModelError(f"Unknown CLIP model {name!r}.{hint}\n"
-                      "Use an OpenAI name (ViT-B/32), an open_clip ARCH/TAG, a checkpoint path, random:ARCH or mini; "
+                      "Use an OpenAI name (ViT-B/32), an open_clip ARCH/TAG, hf-hub:ORG/NAME, a checkpoint path, "
+                      "random:ARCH or mini; "
                       "`clipig models` lists them.")
 
 
@@ -88,6 +92,8 @@ def _build_model(name: str):
         return random_model(parsed)
     if parsed.kind in ("openai", "pretrained"):
         return weights.build_pretrained(name, parsed.arch, parsed.tag)
+    if parsed.kind == "hub":
+        return weights.build_from_hub(name, parsed.path)
     if parsed.kind == "file":
         return weights.build_from_file(parsed.path, parsed.arch)
     raise _unknown_model(name)

@@ -24,6 +24,7 @@ OPENAI_NAMES = {
     "ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336",
 }
 HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HUB_CONFIG = "open_clip_config.json"  # what makes a hub repository an open_clip model
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
 MODEL_TIMEOUT = 60  # seconds without data before a weight download is aborted
 
@@ -160,6 +161,34 @@ def _fetch_weights(name: str, cfg: dict) -> tuple[pathlib.Path, bool]:
         except Exception as e:  # noqa: BLE001
             errors.append(e)
     raise _download_error(name, errors)
+
+
+def _hub_files(name: str, repo: str) -> pathlib.Path:
+    """The folder (a snapshot of the hub cache in cache_dir()/hf) that holds an open_clip hub model's config
+    and weights, downloaded once; offline, a clear message."""
+    errors: list[BaseException] = []
+    for local_only in (True, False):
+        if not local_only and not _hub_reachable(errors):
+            break
+        try:
+            config = _hf_download(f"{repo}/{HUB_CONFIG}", local_only)
+            weights = _hf_download(f"{repo}/", local_only)
+        except Exception as e:  # noqa: BLE001 - not cached, offline, no such repository: said below
+            if not local_only:
+                errors.append(e)
+            continue
+        if pathlib.Path(config).parent != pathlib.Path(weights).parent:  # an update between the two downloads
+            raise ModelError(f"The hub's files of {name!r} are of two revisions; please retry.")
+        return pathlib.Path(config).parent
+    raise _download_error(name, errors)
+
+
+def build_from_hub(name: str, repo: str):
+    """(model, tokenizer name) of an open_clip model on the Hugging Face hub (`hf-hub:ORG/NAME`): its config
+    and weights come from the cache, or are downloaded into it once."""
+    import open_clip
+    folder = f"local-dir:{_hub_files(name, repo)}"
+    return open_clip.create_model(folder, device="cpu"), folder
 
 
 # ---------------------------------------------------------------- checkpoint formats

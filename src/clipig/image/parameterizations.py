@@ -1,8 +1,11 @@
 """The parameterization registry: what the optimizer trains, and how it becomes the image.
 
-Every entry is a `Parameterization`: a torch module whose trainable tensors map to an unclamped image
-`[3, H, W]` (`unclamped()`); CLIP sees it clamped to [0, 1] (`image()`), as the original CLIPig clamps its
-pixels. `set_image()` makes the tensors show a given image exactly (init, post-processing, continuing);
+Every entry is a `Parameterization`: a torch module whose trainable tensors map to the image signal, which
+`squash` brings into [0, 1]. With `clamp` (the default) the image `[3, H, W]` is the signal itself
+(`unclamped()`) and CLIP sees it clamped to [0, 1] (`image()`), as the original CLIPig clamps its pixels;
+`tanh` (or `sigmoid`, the same curve) bends it into (0, 1), so `unclamped()` and `image()` agree and the
+gradient never stops. `set_image()` makes the tensors show a given image exactly (init, post-processing,
+continuing; through the inverse of the squash, with 0 and 1 held a little inside);
 a resolution or option change builds a new parameterization that shows the resampled picture
 (`rebuilt`). `state_dict()`/`load_state_dict()` hold the tensors and the resolution.
 
@@ -31,12 +34,22 @@ def P(type: str, default=None, doc: str = "", **kw) -> Param:
     return Param(type, default, groups=TIME, doc=doc, **kw)
 
 
+SQUASH_EDGE = 1 / 1024  # set_image holds a squashed image this far inside (0, 1): 0 and 1 stay finite
 COMMON = {
     "decorrelate": P("bool", False, doc=(
         "Train the colours in a decorrelated space: brightness and two colour-opponent axes (blue-yellow, "
         "red-green), scaled like the colour spread of natural photos (about 1 : 0.3 : 0.15). A step then "
         "mostly changes brightness and only a little the hue, which avoids the colourful noise of plain RGB "
         "training. The image shown is the same; only the training's directions change.")),
+    "squash": P("str", "clamp", choices=("clamp", "tanh"), aliases={"sigmoid": "tanh"}, doc=(
+        "How the trained signal becomes pixels in [0, 1]. `clamp`: the signal is the image, clamped for CLIP as "
+        "in the original CLIPig; a value pushed outside [0, 1] gets no gradient there and stays where it is. "
+        "`tanh`: `1/2 + 1/2 tanh(2 s - 1)`, a smooth curve into (0, 1) (Direct Ascent Synthesis squashes its "
+        "sum of resolutions so), through which every value keeps a gradient and can come back. `sigmoid` "
+        "(lucent, aphantasia) names the same curve: `1/2 + 1/2 tanh(x)` is `sigmoid(2 x)`. The curve has slope "
+        "1 in the middle of the range, so `learnrate: 1` moves mid-range pixels as far as `clamp` does; "
+        "near 0 and 1 steps get smaller. Setting an image (init, post-processing, continuing) inverts the "
+        "curve; values at 0 or 1 are held 1/1024 inside the range.")),
 }
 
 
@@ -59,9 +72,11 @@ class Parameterization(torch.nn.Module):
     """Base class: subclasses create their tensors in `allocate` and map them to the image signal
     (`signal`, differentiable) and back (`set_signal`, exact)."""
 
-    def __init__(self, width: int, height: int, device, decorrelate: bool = False, **options):
+    def __init__(self, width: int, height: int, device, decorrelate: bool = False, squash: str = "clamp",
+                 **options):
         super().__init__()
-        self.options = {**options, "decorrelate": decorrelate}
+        self.options = {**options, "decorrelate": decorrelate, "squash": squash}
+        self.squashed = squash != "clamp"
         self.device = torch.device(device)
         self.colours = COLOURS.to(self.device) if decorrelate else None
         self.register_buffer("size", torch.tensor([width, height]))
@@ -81,13 +96,16 @@ class Parameterization(torch.nn.Module):
         raise NotImplementedError
 
     def unclamped(self) -> torch.Tensor:
-        """The image [3, H, W] before clamping, differentiable (what post-processing edits)."""
+        """The image [3, H, W] before clamping, differentiable (what post-processing edits); squashed, already
+        in (0, 1)."""
         signal = self.signal()
-        return signal if self.colours is None else torch.einsum("ij,jhw->ihw", self.colours, signal)
+        rgb = signal if self.colours is None else torch.einsum("ij,jhw->ihw", self.colours, signal)
+        return 0.5 + 0.5 * torch.tanh(2 * rgb - 1) if self.squashed else rgb
 
     def image(self) -> torch.Tensor:
         """The image [3, H, W] in [0, 1], differentiable: what CLIP sees."""
-        return self.unclamped().clamp(0, 1)
+        image = self.unclamped()
+        return image if self.squashed else image.clamp(0, 1)
 
     @torch.no_grad()
     def set_image(self, image: torch.Tensor) -> None:
@@ -96,6 +114,8 @@ class Parameterization(torch.nn.Module):
             raise ValueError(f"expected an image of shape [3, {self.size[1]}, {self.size[0]}], got "
                              f"{list(image.shape)}")
         signal = image.to(self.device, torch.float32)
+        if self.squashed:  # the inverse of the squash
+            signal = 0.5 + 0.5 * torch.atanh(2 * signal.clamp(SQUASH_EDGE, 1 - SQUASH_EDGE) - 1)
         if self.colours is not None:
             signal = torch.einsum("ij,jhw->ihw", torch.linalg.inv(self.colours), signal)
         self.set_signal(signal)
@@ -162,28 +182,39 @@ class Fourier(Parameterization):
 
 
 @parameterization("pyramid", {
-    "levels": P("int", 6, check=at_least(1), doc=(
-        "The number of images: the full resolution, half of it, a quarter, ... (never below one pixel).")),
+    "levels": P("int", 6, check=at_least(0), doc=(
+        "The number of images, from the full size down (never below one pixel); 0: every size that `step` "
+        "gives, down to one pixel.")),
+    "step": P("int", 0, check=at_least(0), doc=(
+        "The sizes of the images. 0: each half the size of the one before (full, half, a quarter, ...). "
+        "`k`: each `k` pixels smaller than the one before along the longer side (the other side in "
+        "proportion); with `step: 1` and `levels: 0`, an image at every size from the full one down to "
+        "one pixel, as Direct Ascent Synthesis has them. Many large images cost time: the parameters and "
+        "the work grow with the sum of the images' areas (see [parameterizations](parameterizations.md)).")),
+    "upsample": P("str", "linear", choices=("nearest", "linear", "cubic"),
+                  aliases={"bilinear": "linear", "bicubic": "cubic"}, doc=(
+        "How each image is enlarged to the size of the next: `linear` (bilinear), `cubic` (bicubic, as in "
+        "Direct Ascent Synthesis) or `nearest`.")),
 })
 class Pyramid(Parameterization):
-    """The image is trained as a sum of images at several resolutions (each half the size of the one
-    before, upsampled bilinearly and added, as in Direct Ascent Synthesis). The coarse levels let a step
-    change large areas at once, the fine ones keep the detail. The sum is scaled by
-    `1 / sqrt(levels)`, so that `learnrate: 1` moves pixels about as far as with `pixels`. Setting an image
-    stores it as a Laplacian pyramid: each level holds what the coarser ones lack."""
+    """The image is trained as a sum of images at several resolutions (`levels` of them; each half the size
+    of the one before, or `step` pixels smaller), summed from the coarsest up: the sum so far is enlarged
+    (`upsample`) to the next size and that image is added, as in Direct Ascent Synthesis (which enlarges
+    each image to the full size at once). The coarse levels let a step change large areas at once, the fine
+    ones keep the detail. The sum is scaled by `1 / sqrt(levels)`, so that `learnrate: 1` moves pixels about
+    as far as with `pixels`. Setting an image stores it as a Laplacian pyramid: each level holds what the
+    coarser ones lack."""
 
     def allocate(self, width, height):
-        self.sizes = [(width, height)]
-        while len(self.sizes) < self.options["levels"] and max(self.sizes[-1]) > 1:
-            w, h = self.sizes[-1]
-            self.sizes.append((max(1, round(w / 2)), max(1, round(h / 2))))
+        self.sizes = pyramid_sizes(width, height, self.options["levels"], self.options["step"])
+        self.mode = {"linear": "bilinear", "cubic": "bicubic"}.get(self.options["upsample"], "nearest")
         self.weight = 1.0 / math.sqrt(len(self.sizes))
         self.levels = torch.nn.ParameterList([self._zeros(3, h, w) for w, h in self.sizes])
 
     def signal(self):
         image = self.levels[-1][None]
         for k in range(len(self.levels) - 2, -1, -1):
-            image = _upsample(image, self.levels[k].shape[-2:]) + self.levels[k]
+            image = self._upsample(image, self.levels[k].shape[-2:]) + self.levels[k]
         return image[0] * self.weight
 
     def set_signal(self, signal):
@@ -193,11 +224,26 @@ class Pyramid(Parameterization):
                                          antialias=True))
         self.levels[-1].copy_(blurred[-1][0])
         for level, fine, coarse in zip(self.levels[:-1], blurred[:-1], blurred[1:]):
-            level.copy_((fine - _upsample(coarse, fine.shape[-2:]))[0])
+            level.copy_((fine - self._upsample(coarse, fine.shape[-2:]))[0])
+
+    def _upsample(self, image: torch.Tensor, size) -> torch.Tensor:
+        if self.mode == "nearest":
+            return F.interpolate(image, size=tuple(size), mode="nearest-exact")
+        return F.interpolate(image, size=tuple(size), mode=self.mode, align_corners=False)
 
 
-def _upsample(image: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
+def pyramid_sizes(width: int, height: int, levels: int, step: int) -> list[tuple[int, int]]:
+    """(width, height) of a pyramid's images, the full size first: halving (`step` 0) or `step` pixels less
+    along the longer side each; `levels` of them at most (0: down to one pixel)."""
+    sizes, longer = [(width, height)], max(width, height)
+    while (not levels or len(sizes) < levels) and max(sizes[-1]) > 1:
+        w, h = sizes[-1]
+        if step:
+            side = max(1, max(w, h) - step)
+            sizes.append((max(1, round(width * side / longer)), max(1, round(height * side / longer))))
+        else:
+            sizes.append((max(1, round(w / 2)), max(1, round(h / 2))))
+    return sizes
 
 
 def create(choice, variables: dict, image: torch.Tensor, device) -> Parameterization:
