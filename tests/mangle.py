@@ -98,13 +98,13 @@ def one_epoch():
     import torch
 
     from clipig.run.engine import Engine
-    step, threads = Engine.step, torch.get_num_threads()
+    conclude, threads = Engine.conclude, torch.get_num_threads()
     torch.set_num_threads(1)
 
-    def first_only(self):
-        step(self)
+    def first_only(self, epoch):  # every epoch ends in `conclude`, alone or together (run/together.py)
+        conclude(self, epoch)
         self.stop()
-    Engine.step = first_only
+    Engine.conclude = first_only
     limits = resource.getrlimit(resource.RLIMIT_AS)
     mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
     resource.setrlimit(resource.RLIMIT_AS, (min(mapped + (8 << 30), limits[0] if limits[0] > 0 else 1 << 62),
@@ -112,7 +112,7 @@ def one_epoch():
     try:
         yield
     finally:
-        Engine.step = step
+        Engine.conclude = conclude
         torch.set_num_threads(threads)
         resource.setrlimit(resource.RLIMIT_AS, limits)
 

@@ -29,6 +29,17 @@ def test_a_sample_of_mangled_examples_renders_or_explains(tmp_path, tiny):
     assert not bad, "\n".join(bad)
 
 
+def test_the_sweep_stops_every_run_after_its_first_epoch(tmp_path, tiny):
+    """Else each sampled case renders all its epochs (the sweep's minutes become hours)."""
+    from clipig.config.loader import load
+    from clipig.run.engine import open_run
+    epochs = []
+    data = load([], texts=["epochs: 5\nresolution: 16\nmodel: random:tiny\ndevice: cpu\n" + TARGET])
+    with mangle.one_epoch():
+        open_run(data, [lambda e: epochs.append(e.epoch) if e.kind == "epoch" else None]).run()
+    assert len(epochs) == 1
+
+
 TARGET = "targets:\n  - features:\n      - text: a\n"
 SIZE = "epochs: 1\nresolution: 16\n"
 

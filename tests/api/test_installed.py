@@ -64,7 +64,9 @@ def test_the_installed_wheel_works_outside_the_checkout(tmp_path):
     run([clipig, "first-image.yaml", "-e", "5", "-o", "out/", "-q"], home, env)  # the shipped mini, installed
     assert sorted(p.name for p in (home / "out").iterdir()) == ["first-image.png", "first-image.state",
                                                                 "first-image.yaml"]
-    # the quality configurations are package data (one epoch per prompt keeps it short)
-    assert "| plain " in run([clipig, "bench", "--quality", "--quick", "plain", "--epochs", "1"], home, env)
+    # the quality configurations are package data (one prompt, a few epochs keep it short)
+    (home / "one.txt").write_text("a red circle on a blue background\n")
+    table = run([clipig, "bench", "--quality", "--quick", "plain", "--prompts", "one.txt", "--epochs", "3"], home, env)
+    assert "| plain " in table and "one.txt" in table
     assert "--no-browser" in run([clipig, "gui", "--help"], home, env)
     assert "mini-referee" in run([clipig, "models"], home, env)

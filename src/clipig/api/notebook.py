@@ -38,6 +38,7 @@ class Live:
         if event.kind == "start":
             self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", mininterval=0.25)
             self.handle = display(self.picture(event), display_id=True)
+            self.next_update = time.monotonic() + MIN_INTERVAL  # the start picture counts as an update
         elif event.kind == "epoch":
             self.bar.update(1)
             if time.monotonic() >= self.next_update:
