@@ -53,10 +53,11 @@ def test_views_moved_to_fool_the_model_stay_within_their_radius_and_do_fool_it()
     assert after > 3 * before, (before, after)  # descending instead would lower it
 
 
-@pytest.mark.parametrize("picture_size", [0, 128])  # 128: larger pictures, seen through turned, resized views
-def test_the_optimiser_made_pictures_come_closer_to_their_captions(picture_size):
+# 128: larger pictures, seen through turned, resized views; 32: smaller ones turned by any angle (--fool-turn)
+@pytest.mark.parametrize("picture_size, turn", [(0, 10), (128, 10), (32, 180)])
+def test_the_optimiser_made_pictures_come_closer_to_their_captions(picture_size, turn):
     net, (encode_image, encode_text) = trained_at_init()
-    pool = train.Fooled(6, 64, seed=0, picture_size=picture_size)
+    pool = train.Fooled(6, 64, seed=0, picture_size=picture_size, turn=turn)
     assert pool.images.shape[-1] == (picture_size or 64)
     start = F.interpolate(pool.images, size=64, mode="bilinear", antialias=True, align_corners=False)
 
@@ -74,6 +75,19 @@ def test_the_optimiser_made_pictures_come_closer_to_their_captions(picture_size)
     kept = pool.images[order]
     assert kept.shape[-1] == (picture_size or 64)
     assert torch.allclose(F.interpolate(kept, size=64, mode="bilinear", antialias=True, align_corners=False), made)
+
+
+@pytest.mark.parametrize("turn, moved", [(10, False), (180, True)])
+def test_views_of_made_pictures_are_turned_by_up_to_fool_turn_degrees(turn, moved):
+    """A bright top-left quarter stays there when turned by up to 10 degrees, and reaches the opposite
+    quarter of some views when turned by any angle."""
+    pool = train.Fooled(1, 64, seed=0, picture_size=32, turn=turn)
+    pictures = torch.zeros(64, 3, 32, 32)
+    pictures[..., :16, :16] = 1
+    views = pool.views(pictures)
+    assert views.shape[-1] == 64
+    corner, opposite = views[..., :24, :24].mean(), views[..., 40:, 40:].mean()
+    assert (corner < 0.5 and opposite > 0.1) if moved else (corner > 0.8 and opposite < 0.05), (corner, opposite)
 
 
 def test_a_made_picture_that_matches_a_caption_costs_the_model():

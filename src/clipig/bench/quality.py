@@ -59,6 +59,8 @@ ROWS = {
     "tanh": ("all-angles", "parameterization: {type: pyramid, squash: tanh}"),
     "dense-pyramid": ("all-angles", "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"),
     "angles-ensemble": ("all-angles", "model: [mini, mini-2]"),
+    "dense-ensemble": ("all-angles", "model: [mini, mini-2]\n"
+                       "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"),
     "overview": ("overview", ""),
     # Direct Ascent Synthesis: every size, bicubic, tanh, grey start, SGD, 100 steps of 32 rolled views
     "das": ("das", ""),

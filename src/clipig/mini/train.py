@@ -173,19 +173,21 @@ class Fooled:
     scenes as pictures of no caption; a few start again from noise each time. Pictures larger than the
     model's input (`picture_size`) are seen through turned and resized views, as CLIPig sees a picture."""
 
-    def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0):
+    def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0, turn: float = 10.0):
+        self.turn = turn
         self.rng, self.g = np.random.default_rng([seed, 11]), torch.Generator().manual_seed(seed + 11)
         self.captions = [world.sample_caption(self.rng) for _ in range(size)]
         self.image_size = image_size
         self.images = self._noise(size, picture_size or image_size)
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
-        """What the model sees of pictures: noisy; pictures larger than its input are shifted (5%) and turned
-        (10 degrees) with black corners, as CLIPig's walk-through sees them, and resized to its input."""
+        """What the model sees of pictures: noisy; pictures of another size than its input are shifted (5%)
+        and turned (by up to `turn` degrees, 10 as CLIPig's walk-through; 180 as the first image) with black
+        corners, and resized to its input."""
         n = len(images)
         if images.shape[-1] != self.image_size:
             u = lambda lo, hi: uniform(n, lo, hi, self.g)  # noqa: E731
-            images = self._shown(turn(images, torch.deg2rad(u(-10, 10)), 1, u(-0.1, 0.1), u(-0.1, 0.1)))
+            images = self._shown(turn(images, torch.deg2rad(u(-self.turn, self.turn)), 1, u(-0.1, 0.1), u(-0.1, 0.1)))
         strength = 0.1 * torch.rand(n, 1, 1, 1, generator=self.g)
         return images + strength * torch.randn(images.shape, generator=self.g)
 
@@ -283,7 +285,8 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    fooled = Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size) if args.fooled else None
+    fooled = (Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
+              if args.fooled else None)
     encode_text = encoders(model, compact, tokenize)[1]
     start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
     batches = torch.utils.data.DataLoader(Batches(args.seed, args.steps, args.batch, size["image_size"], args.augment),
@@ -345,7 +348,7 @@ def train(args) -> dict:
           + ", ".join(f"{k} {v * 100:.1f}%" for k, v in accuracy.items()))
     info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
             "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
-            "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size,
+            "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size, "fool_turn": args.fool_turn,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -443,6 +446,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fool-size", type=int, default=0, metavar="PIXELS", help=(
         "size of those pictures; larger than the model's input, they are seen as CLIPig sees a picture, "
         "through shifted and turned views resized to the input (default: the input size, noisy views only)"))
+    p.add_argument("--fool-turn", type=float, default=10.0, metavar="DEGREES", help=(
+        "those views of pictures of another size are turned by up to this many degrees (default 10)"))
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training (default 2)")
     p.add_argument("--workers", type=int, default=1, help=(
         "processes that draw the next batches meanwhile (default 1; 0: the training draws them itself). "
