@@ -317,7 +317,7 @@ def test_a_fourier_decorrelated_run_trains_continues_and_resets(server, page):
     page.click("#save-image")  # the toast names the files this save wrote (not another test's, nor an old toast)
     expect(page.locator("#toast")).to_contain_text(".yaml", timeout=30_000)
     sidecar = server.work / re.search(r"and (\S+\.yaml)", page.locator("#toast").text_content()).group(1)
-    assert "parameterization: {type: fft, decay: 1.0, decorrelate: true}" in sidecar.read_text()
+    assert "parameterization: {type: fft, decay: 1.0, decorrelate: true, squash: clamp}" in sidecar.read_text()
 
     # reset: from epoch 0 again
     page.evaluate("window.epochs = []")
