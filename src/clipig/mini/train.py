@@ -170,8 +170,8 @@ class Fooled:
     noise, pixels moved step by step to raise their similarity to a caption of the world through noisy views.
     Every training step takes some of them on a few steps against the current model (so each picture is
     optimised for hundreds of steps over the training, like a render) and shows them beside the drawn
-    scenes as pictures of no caption; a few start again from noise each time. Pictures larger than the
-    model's input (`picture_size`) are seen through turned and resized views, as CLIPig sees a picture."""
+    scenes as pictures of no caption; a few start again from noise each time. Pictures of another size than
+    the model's input (`picture_size`) are seen through turned and resized views, as CLIPig sees a picture."""
 
     def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0, turn: float = 10.0):
         self.turn = turn
@@ -444,7 +444,7 @@ def parser() -> argparse.ArgumentParser:
         "show N optimiser-made pictures per step as pictures of no caption (default 0: none)"))
     p.add_argument("--fool-steps", type=int, default=4, help="optimiser steps of those pictures per training step")
     p.add_argument("--fool-size", type=int, default=0, metavar="PIXELS", help=(
-        "size of those pictures; larger than the model's input, they are seen as CLIPig sees a picture, "
+        "size of those pictures; at another size than the model's input, they are seen as CLIPig sees a picture, "
         "through shifted and turned views resized to the input (default: the input size, noisy views only)"))
     p.add_argument("--fool-turn", type=float, default=10.0, metavar="DEGREES", help=(
         "those views of pictures of another size are turned by up to this many degrees (default 10)"))
