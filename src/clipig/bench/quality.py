@@ -40,6 +40,8 @@ from ..files.output import to_pil
 from ..mini import reading, world
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "quality"
+ENSEMBLE = "model: [mini, mini-2]"  # the two rendering critics of the mini world
+DENSE = "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"  # DAS's pyramid
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
 ROWS = {
     "plain": ("plain", ""),
@@ -48,7 +50,7 @@ ROWS = {
     "fft": ("walkthrough", "parameterization: fft"),
     "fft-decorrelated": ("walkthrough", "parameterization: {type: fft, decorrelate: true}"),
     "pyramid": ("walkthrough", "parameterization: pyramid"),
-    "ensemble": ("walkthrough", "model: [mini, mini-2]"),
+    "ensemble": ("walkthrough", ENSEMBLE),
     # the pyramid at the critic's input size (64) for 60% of the epochs, then at twice that
     "coarse-to-fine": ("walkthrough", "parameterization: pyramid\nresolution: 64 if t < .6 else 128"),
     # the pyramid from 8x8 to 16 to 32 pixels, below the critic's input size (the first image's schedule)
@@ -57,14 +59,13 @@ ROWS = {
     "all-angles": ("all-angles", ""),
     # the levers of issue 22 over the first image's experiment (docs/benchmarks.md, "Levers")
     "tanh": ("all-angles", "parameterization: {type: pyramid, squash: tanh}"),
-    "dense-pyramid": ("all-angles", "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"),
-    "angles-ensemble": ("all-angles", "model: [mini, mini-2]"),
-    "dense-ensemble": ("all-angles", "model: [mini, mini-2]\n"
-                       "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"),
+    "dense-pyramid": ("all-angles", DENSE),
+    "angles-ensemble": ("all-angles", ENSEMBLE),
+    "dense-ensemble": ("all-angles", ENSEMBLE + "\n" + DENSE),
     "overview": ("overview", ""),
     # Direct Ascent Synthesis: every size, bicubic, tanh, grey start, SGD, 100 steps of 32 rolled views
     "das": ("das", ""),
-    "das-ensemble": ("das", "model: [mini, mini-2]"),
+    "das-ensemble": ("das", ENSEMBLE),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
