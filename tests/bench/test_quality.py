@@ -55,6 +55,22 @@ def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
     assert re.search(rf"^referee top-1: {best}% \(", out, re.M)
 
 
+@pytest.mark.parametrize("row", sorted(quality.ROWS))
+def test_every_row_is_a_valid_experiment_with_its_prompt_and_models(row):
+    """A row's YAML merged over its configuration validates, every feature asks for the prompt, and a row
+    that names its models keeps them (`--model` does not override an ensemble)."""
+    import argparse
+    args = argparse.Namespace(model="mini", overrides=[], epochs=0, quick=True)
+    config = quality.experiment(row, "a green star on a red background", args, 5)
+    assert [f.text({}) for t in config.targets for f in t.features] and all(
+        f.text({}) == "a green star on a red background" for t in config.targets for f in t.features)
+    names = [m["name"] for m in config.model()]
+    assert names == (["mini", "mini-2"] if "ensemble" in row else ["mini"])
+    full = quality.experiment(row, "a green star on a red background", argparse.Namespace(
+        model="mini", overrides=[], epochs=0, quick=False), 5)
+    assert config.seed() == 5 and config.epochs() == round(full.epochs() * quality.QUICK_EPOCHS)
+
+
 def test_unknown_rows_are_refused_with_the_list(capsys):
     from clipig.bench.speed import main
     with pytest.raises(SystemExit) as e:

@@ -66,6 +66,9 @@ ROWS = {
     # Direct Ascent Synthesis: every size, bicubic, tanh, grey start, SGD, 100 steps of 32 rolled views
     "das": ("das", ""),
     "das-ensemble": ("das", ENSEMBLE),
+    # a drawing: three polygons over a background colour, milder views (docs/quality.md, "Drawing")
+    "polygons": ("polygons", ""),
+    "polygons-ensemble": ("polygons", ENSEMBLE),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (

@@ -308,6 +308,7 @@ def validate(data: dict) -> Node:
         raise ConfigError(f"an experiment must be a mapping of parameters, got {type(data).__name__}")
     config = _section(schema(), data, "")
     _check_target_models(config)
+    _check_drawn_postproc(config)
     check_at_start(config)
     return config
 
@@ -320,6 +321,17 @@ def _check_target_models(node: Node) -> None:
             if name not in names:
                 raise ConfigError(f"{name!r} is not one of the run's models; `model` names: {', '.join(names)}"
                                   + suggest(name, names), target.model.path).located(*target.model.loc)
+
+
+def _check_drawn_postproc(node: Node) -> None:
+    """Post-processing edits pixels, which a drawing (a parameterization that cannot show every image) cannot
+    take back."""
+    if node.postproc and not getattr(node.parameterization.spec.fn, "exact", True):
+        entry = node.postproc[0]
+        loc = next((v.loc for v in entry.params.values() if isinstance(v, Value)), (None, None))
+        raise ConfigError(f"post-processing edits pixels, which `parameterization: {node.parameterization.name}` "
+                          "cannot show (it only draws); leave out `postproc` or choose pixels, fft or pyramid",
+                          entry.path).located(*loc)
 
 
 def check_at_start(config: Node) -> None:

@@ -70,7 +70,9 @@ COLOURS = _colour_basis()
 
 class Parameterization(torch.nn.Module):
     """Base class: subclasses create their tensors in `allocate` and map them to the image signal
-    (`signal`, differentiable) and back (`set_signal`, exact)."""
+    (`signal`, differentiable) and back (`set_signal`, exact unless `exact` is false)."""
+
+    exact = True  # set_image shows any image exactly (a drawing only fits its colours to it)
 
     def __init__(self, width: int, height: int, device, decorrelate: bool = False, squash: str = "clamp",
                  **options):
@@ -88,6 +90,11 @@ class Parameterization(torch.nn.Module):
 
     def allocate(self, width: int, height: int) -> None:
         raise NotImplementedError
+
+    def adapted(self, width: int, height: int, options: dict) -> bool:
+        """Take on another resolution and options keeping the tensors, where the type can (a drawing); else
+        False (the caller builds a new parameterization from the picture)."""
+        return False
 
     def signal(self) -> torch.Tensor:
         raise NotImplementedError
@@ -232,6 +239,98 @@ class Pyramid(Parameterization):
         return F.interpolate(image, size=tuple(size), mode=self.mode, align_corners=False)
 
 
+@parameterization("polygons", {
+    "count": P("int", 3, check=at_least(1), doc="The number of polygons."),
+    "corners": P("int", 12, check=at_least(3), doc=(
+        "The corners of each polygon. A five-pointed star needs 10, a cross 12; spare corners can lie on an "
+        "edge.")),
+    "softness": P("float", 1.0, check=at_least(0.01), doc=(
+        "The width of the polygons' edges in pixels: the edge fades over about this many pixels, and only "
+        "there do the corners get a gradient. Larger values let a polygon feel further, and draw blurred. An "
+        "expression of the time changes it during the run and keeps the drawing.")),
+})
+class Polygons(Parameterization):
+    """The image is drawn: `count` filled polygons of `corners` corners each over a background colour, each
+    polygon in a colour and with an opacity of its own, later ones over earlier ones (a drawing for CLIP
+    to judge, like CLIPDraw's strokes or pixray's drawers, with filled shapes). Training moves the corners
+    and changes the colours, so the picture keeps flat colours and clean outlines, whatever the critic
+    asks for; at any resolution (a change of the resolution or of `softness` keeps the drawing; of `count`
+    or `corners` starts it again from the picture). The polygons start as regular ones on a ring around the
+    middle. `learnrate: 1` moves a corner by up to about 3% of the image's longer side per step and a colour
+    by up to 9% (Adam): larger steps than a pixel's, which suit short runs; the mini world's drawings were
+    best at `learnrate: .3` ([quality](quality.md#drawing-instead-of-pixels)).
+
+    The drawing cannot show every image: setting one (the `init` picture, continuing from a picture) keeps
+    the polygons where they are and takes their colours from it: the background its median colour, each
+    polygon the colour under its centre. Post-processing, which edits pixels, is not available."""
+
+    exact = False
+    GEOMETRY, COLOUR, OPACITY = 3.0, 9.0, 3.0  # step sizes against pixels' (the optimizer's base rate)
+
+    def allocate(self, width, height):
+        count, corners = int(self.options["count"]), int(self.options["corners"])
+        longer = max(width, height)
+        middle = torch.tensor([width / longer / 2, height / longer / 2], device=self.device)
+        ring = 2 * math.pi * torch.arange(count, device=self.device) / count - math.pi / 2
+        centres = middle + (0.2 if count > 1 else 0.0) * torch.stack([torch.cos(ring), torch.sin(ring)], -1)
+        turn = 2 * math.pi * torch.arange(corners, device=self.device) / corners
+        shape = 0.15 * torch.stack([torch.cos(turn), torch.sin(turn)], -1)
+        self.background = self._zeros(3)
+        self.fills = self._zeros(count, 3)
+        self.centres = torch.nn.Parameter(centres / self.GEOMETRY)
+        self.corners = torch.nn.Parameter(shape.repeat(count, 1, 1) / self.GEOMETRY)
+        self.opacity = torch.nn.Parameter(torch.full((count,), 2.0 / self.OPACITY, device=self.device))
+
+    def adapted(self, width, height, options) -> bool:
+        if any(options[k] != self.options[k] for k in ("count", "corners", "decorrelate", "squash")):
+            return False
+        self.size = torch.tensor([width, height], device=self.size.device)
+        self.options = dict(options)
+        return True
+
+    def outlines(self) -> torch.Tensor:
+        """The corners [count, corners, 2] in units of the longer side, (0, 0) the top left corner."""
+        return (self.centres[:, None, :] + self.corners) * self.GEOMETRY
+
+    def signal(self):
+        width, height = self.resolution
+        coverage = polygon_coverage(self.outlines(), width, height, float(self.options["softness"]))
+        coverage = coverage * torch.sigmoid(self.opacity * self.OPACITY)[:, None, None]
+        image = (self.background * self.COLOUR)[:, None, None].expand(3, height, width)
+        for cover, fill in zip(coverage, self.fills * self.COLOUR):
+            image = image + cover * (fill[:, None, None] - image)
+        return image
+
+    def set_signal(self, signal):
+        width, height = self.resolution
+        self.background.copy_(signal.flatten(1).median(1).values / self.COLOUR)
+        at = (self.centres * self.GEOMETRY * max(width, height)).floor().long()
+        x, y = at[:, 0].clamp(0, width - 1), at[:, 1].clamp(0, height - 1)
+        self.fills.copy_(signal[:, y, x].T / self.COLOUR)
+
+
+def polygon_coverage(outlines: torch.Tensor, width: int, height: int, softness: float) -> torch.Tensor:
+    """How much of each pixel each polygon covers, [count, H, W] in (0, 1), from its corners [count, k, 2]
+    (units of the longer side): the signed distance of the pixel's centre to the outline (positive inside,
+    by the even-odd rule), through a sigmoid over `softness` pixels."""
+    longer = max(width, height)
+    ys, xs = torch.meshgrid((torch.arange(height, device=outlines.device) + 0.5) / longer,
+                            (torch.arange(width, device=outlines.device) + 0.5) / longer, indexing="ij")
+    points = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # [P, 2]
+    a, b = outlines[:, :, None, :], outlines.roll(-1, 1)[:, :, None, :]  # each edge a -> b: [n, k, 1, 2]
+    edge, offset = b - a, points - a
+    along = ((offset * edge).sum(-1) / (edge * edge).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    apart = offset - along[..., None] * edge
+    distance = (apart * apart).sum(-1).add(1e-12).sqrt().min(1).values  # [n, P]
+    with torch.no_grad():  # a ray to the right crosses the outline an odd number of times from inside
+        ay, by, px, py = a[..., 1], b[..., 1], points[:, 0], points[:, 1]
+        spans = (ay > py) != (by > py)
+        meets = a[..., 0] + edge[..., 0] * (py - ay) / torch.where(spans, edge[..., 1], torch.ones_like(ay))
+        inside = (spans & (px < meets)).sum(1) % 2 == 1
+    signed = torch.where(inside, distance, -distance) * longer / softness
+    return torch.sigmoid(signed).view(-1, height, width)
+
+
 def pyramid_sizes(width: int, height: int, levels: int, step: int) -> list[tuple[int, int]]:
     """(width, height) of a pyramid's images, the full size first: halving (`step` 0) or `step` pixels less
     along the longer side each; `levels` of them at most (0: down to one pixel)."""
@@ -256,8 +355,9 @@ def create(choice, variables: dict, image: torch.Tensor, device) -> Parameteriza
 def rebuilt(canvas: Parameterization, choice, resolution: list[int], interpolation: str,
             variables: dict) -> Parameterization:
     """`canvas` if it has this resolution and these options, else a new one showing its picture resampled
-    to `resolution` (the optimizer then needs the new tensors)."""
-    if canvas.resolution == list(resolution) and canvas.options == choice.arguments(variables):
+    to `resolution` (the optimizer then needs the new tensors); a drawing keeps its tensors where it can."""
+    options = choice.arguments(variables)
+    if (canvas.resolution == list(resolution) and canvas.options == options) or canvas.adapted(*resolution, options):
         return canvas
     with torch.no_grad():
         image = resize(canvas.unclamped()[None], *resolution, interpolation)[0]

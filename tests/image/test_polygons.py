@@ -1,0 +1,115 @@
+"""`parameterization: polygons`: a drawing of filled polygons over a background colour. It draws what its
+corners say (read by the mini world's pixel reader), every tensor gets a gradient, setting an image fits the
+colours and keeps the polygons, a resolution change keeps the drawing, and post-processing is refused."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_engine
+
+from clipig.config.errors import ConfigError
+from clipig.config.loader import load
+from clipig.files.output import to_pil
+from clipig.image.parameterizations import create, polygon_coverage
+from clipig.mini import reading, world
+
+
+def drawing(kind: str = "polygons", width: int = 48, height: int = 48, image: torch.Tensor | None = None):
+    config = load(texts=[f"resolution: {width} {height}\nparameterization: {kind}\n"])
+    image = torch.full((3, height, width), 0.5) if image is None else image
+    return create(config.parameterization, {"epoch": 0, "epochs": 1}, image, "cpu")
+
+
+def star(x: float, y: float, radius: float) -> torch.Tensor:
+    """The world's five-pointed star [10, 2] around (x, y)."""
+    return torch.tensor([[x + radius * (1.15 if k % 2 == 0 else 0.48) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                          y + radius * (1.15 if k % 2 == 0 else 0.48) * math.sin(-math.pi / 2 + k * math.pi / 5)]
+                         for k in range(10)])
+
+
+def rgb(name: str) -> torch.Tensor:
+    return torch.tensor(world.COLOURS[name], dtype=torch.float32) / 255
+
+
+def draw(canvas, outline: torch.Tensor, fill: str, background: str) -> None:
+    """Make the first polygon `outline` (units of the longer side) in `fill`, the others invisible."""
+    with torch.no_grad():
+        canvas.centres.zero_()
+        canvas.corners[0].copy_(outline / canvas.GEOMETRY)
+        canvas.fills[0].copy_(rgb(fill) / canvas.COLOUR)
+        canvas.background.copy_(rgb(background) / canvas.COLOUR)
+        canvas.opacity.copy_(torch.tensor([20.0] + [-20.0] * (len(canvas.opacity) - 1)) / canvas.OPACITY)
+
+
+def test_a_star_drawn_by_its_corners_is_read_as_a_star():
+    canvas = drawing("{type: polygons, corners: 10, softness: 0.5}", 128, 128)
+    draw(canvas, star(0.5, 0.45, 0.3), "yellow", "blue")
+    pixels = np.asarray(to_pil(canvas.image().detach()))
+    assert reading.shapes_shown(pixels, world.parse("a yellow star on a blue background"))
+    assert not reading.shapes_shown(pixels, world.parse("a yellow circle on a blue background"))
+    assert np.abs(pixels[2, 2].astype(int) - world.COLOURS["blue"]).max() <= 1  # the background around it
+
+
+def test_coverage_is_the_area_and_lies_where_the_corners_say():
+    """A square of side 0.25 (units of the longer side) at (0.25, 0.2) on a 64 x 32 picture: 256 pixels, its
+    middle at pixel (16, 12.8); the edge spreads over `softness` pixels and keeps the area along the sides (the
+    corners add a little outside, more with softer edges)."""
+    square = torch.tensor([[0.125, 0.075], [0.375, 0.075], [0.375, 0.325], [0.125, 0.325]])
+    for softness, corners in ((0.3, 0.02), (1.0, 0.06)):
+        cover = polygon_coverage(square[None], 64, 32, softness)[0]
+        assert cover.shape == (32, 64)
+        assert 256 < float(cover.sum()) < 256 * (1 + corners)
+        ys, xs = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+        assert float((cover * xs).sum() / cover.sum()) == pytest.approx(16, abs=0.1)
+        assert float((cover * ys).sum() / cover.sum()) == pytest.approx(12.8, abs=0.1)
+    crossed = torch.tensor([[0.1, 0.1], [0.4, 0.4], [0.4, 0.1], [0.1, 0.4]])  # a bow tie: two triangles
+    cover = polygon_coverage(crossed[None], 64, 32, 0.3)[0]
+    assert float(cover.sum()) == pytest.approx(2 * (0.15 * 0.3 / 2) * 64 ** 2, rel=0.03)
+
+
+@pytest.mark.parametrize("kind", ["polygons", "{type: polygons, squash: tanh, decorrelate: true}"])
+def test_every_tensor_gets_a_gradient(kind):
+    canvas = drawing(kind, 40, 30, image=torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(1)))
+    target = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(2))
+    (canvas.image() - target).pow(2).sum().backward()
+    named = dict(canvas.named_parameters())
+    assert set(named) == {"background", "fills", "centres", "corners", "opacity"}
+    assert all(t.grad is not None and (t.grad.abs() > 0).all() for t in named.values())
+
+
+def test_setting_an_image_fits_the_colours_and_keeps_the_polygons():
+    canvas = drawing("{type: polygons, count: 2}", 40, 40)
+    corners, centres = canvas.outlines().detach().clone(), canvas.centres.detach().clone()
+    image = rgb("blue")[:, None, None].expand(3, 40, 40).clone()
+    x, y = (canvas.centres[0] * canvas.GEOMETRY * 40).long().tolist()
+    image[:, y - 1:y + 2, x - 1:x + 2] = rgb("red")[:, None, None]
+    canvas.set_image(image)
+    assert torch.equal(canvas.outlines(), corners) and torch.equal(canvas.centres, centres)
+    assert torch.allclose(canvas.background * canvas.COLOUR, rgb("blue"))
+    assert torch.allclose(canvas.fills * canvas.COLOUR, torch.stack([rgb("red"), rgb("blue")]))
+
+
+def test_a_resolution_change_keeps_the_drawing(tiny):
+    """With learnrate 0 the drawing stays; at 32 pixels it is the same polygons drawn larger, and the optimizer
+    keeps its tensors (no new canvas)."""
+    engine = make_engine("parameterization: polygons\nresolution: 16 if t < .5 else 32\nepochs: 4\nlearnrate: 0\n"
+                         "targets:\n  - features:\n      - text: a curly spoon\n")
+    first, seen = engine.canvas, []
+    engine.listeners.append(lambda e: seen.append(engine.image()) if e.kind == "epoch" else None)
+    engine.run()
+    assert engine.canvas is first and [s.shape[-1] for s in seen] == [16, 16, 32, 32]
+    again = drawing("polygons", 32, 32)
+    again.load_state_dict(first.state_dict())
+    assert torch.equal(seen[-1], again.image().detach())
+
+
+def test_post_processing_is_refused_with_its_place():
+    with pytest.raises(ConfigError, match=r"<config>:4: postproc\[0\]: post-processing edits pixels, which "
+                                          r"`parameterization: polygons` cannot show"):
+        load(texts=["parameterization: polygons\nepochs: 3\npostproc:\n  - border: {size: 2}\n"])
+    with pytest.raises(ConfigError, match=r"parameterization\.corners: must be at least 3"):
+        load(texts=["parameterization: {type: polygons, corners: 2}\n"])
