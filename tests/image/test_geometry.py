@@ -1,5 +1,6 @@
 """Folding geometric transforms into one resampling gives the same views as applying them one by one."""
 
+import pytest
 import torch
 
 from clipig.config.registry import TRANSFORMS
@@ -48,3 +49,19 @@ def test_wrap_border_equals_circular_padding():
     src = torch.rand(2, 3, 5, 7)
     padded = src.index_select(-2, _wrapped(5, src.device)).index_select(-1, _wrapped(7, src.device))
     assert torch.equal(padded, torch.nn.functional.pad(src, (1, 1, 1, 1), mode="circular"))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 3, 2, 2), (1, 3, 1, 4), (3, 2, 6)])
+def test_the_fast_wrap_border_gives_index_selects_values_and_gradients_bit_for_bit(shape):
+    """`wrap_border` copies slices where the pictures of before gathered with `index_select`: the same values
+    and, added in the same order, the same gradients (a changed order of additions would change pictures)."""
+    from clipig.image.geometry import _wrapped, wrap_border
+    g = torch.Generator().manual_seed(2)
+    src = (torch.randn(shape, generator=g) * 1e3).requires_grad_()  # large values: rounding would show
+    h, w = shape[-2:]
+    before = src.index_select(-2, _wrapped(h, src.device)).index_select(-1, _wrapped(w, src.device))
+    grad = torch.randn(before.shape, generator=g) * torch.logspace(-3, 3, before.shape[-1])
+    expected, = torch.autograd.grad(before, src, grad)
+    now = wrap_border(src)
+    assert torch.equal(now, before)
+    assert torch.equal(torch.autograd.grad(now, src, grad)[0], expected)

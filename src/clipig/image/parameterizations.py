@@ -258,7 +258,7 @@ class Polygons(Parameterization):
     or `corners` starts it again from the picture). The polygons start as regular ones on a ring around the
     middle. `learnrate: 1` moves a corner by up to about 3% of the image's longer side per step and a colour
     by up to 9% (Adam): larger steps than a pixel's, which suit short runs; the mini world's drawings were
-    best at `learnrate: .3` ([quality](quality.md#drawing-instead-of-pixels)).
+    best at `learnrate: .15` ([quality](quality.md#drawing-instead-of-pixels)).
 
     The drawing cannot show every image: setting one (the `init` picture, continuing from a picture) keeps
     the polygons where they are and takes their colours from it: the background its median colour, each
