@@ -154,7 +154,7 @@ def test_the_registries_are_filled_by_importing_any_part_of_clipig():
             "print(len(TRANSFORMS) > 20, len(CONSTRAINTS) > 5, sorted(PARAMETERIZATIONS))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"PYTHONPATH": str(SRC)})
-    assert result.stdout.strip() == "True True ['fft', 'pixels', 'pyramid']", result.stderr
+    assert result.stdout.strip() == "True True ['fft', 'pixels', 'polygons', 'pyramid']", result.stderr
 
 
 def test_a_parameterization_declared_in_one_place_is_usable_everywhere(tiny):

@@ -329,8 +329,9 @@ def _check_drawn_postproc(node: Node) -> None:
     if node.postproc and not getattr(node.parameterization.spec.fn, "exact", True):
         entry = node.postproc[0]
         loc = next((v.loc for v in entry.params.values() if isinstance(v, Value)), (None, None))
+        exact = [name for name, spec in PARAMETERIZATIONS.items() if getattr(spec.fn, "exact", True)]
         raise ConfigError(f"post-processing edits pixels, which `parameterization: {node.parameterization.name}` "
-                          "cannot show (it only draws); leave out `postproc` or choose pixels, fft or pyramid",
+                          f"cannot show (it only draws); leave out `postproc` or choose {' or '.join(exact)}",
                           entry.path).located(*loc)
 
 
