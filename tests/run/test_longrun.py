@@ -168,7 +168,8 @@ def interrupt_at(monkeypatch, epoch: int, at_once: bool) -> None:
     (True, ["--set", "parameterization={type: pyramid, levels: '3 if t < .5 else 4'}"]),  # rebuilt at epoch 4
     (False, ["--model", "[random:tiny, random:tiny]"]),  # one model named twice
     (True, ["--model", "[random:tiny, {name: 'random:tiny:1', weight: 2}]", "--set", "parameterization=fft"]),
-], ids=["ctrl-c", "ctrl-c-twice", "fft", "pyramid", "tiny-twice", "ensemble-fft"])
+    (False, ["--set", "parameterization={type: polygons, softness: '2 if t < .5 else 1'}", "--set", "postproc=[]"]),
+], ids=["ctrl-c", "ctrl-c-twice", "fft", "pyramid", "tiny-twice", "ensemble-fft", "polygons"])
 def test_interrupted_and_resumed_equals_uninterrupted_byte_for_byte(tmp_path, tiny, monkeypatch, capsys, at_once,
                                                                     settings):
     config, args = write(tmp_path), ["--seed", "3", *TINY, *settings]
