@@ -23,6 +23,15 @@ def test_integer_moves_are_exact():
              ("pad", {"size": [2, 1], "color": [.1, .2, .3], "mode": "fill"}), ("center_crop", {"size": [16, 9]}),
              ("random_crop", {"size": [8, 8]}), ("pad", {"size": [1, 1], "color": [0, 0, 0], "mode": "wrap"})]
     assert torch.equal(chain(image, steps, 3, True), chain(image, steps, 3, False))
+    # black edges before and after a coloured border: the fused chain masks the black ones at once, never
+    # across the colour
+    steps = [("random_translate", {"offset": [.3, .3]}), ("random_translate", {"offset": [.3, .3]}),
+             ("pad", {"size": [3, 3], "color": [.1, .2, .3], "mode": "fill"}),
+             ("random_translate", {"offset": [.3, .3]}), ("random_translate", {"offset": [.3, .3]})]
+    fused = chain(image, steps, 4, True)
+    assert torch.equal(fused, chain(image, steps, 4, False))
+    colour = (fused == torch.tensor([.1, .2, .3]).view(1, 3, 1, 1)).all(1)
+    assert colour.any() and (fused.sum(1) == 0).any()
 
 
 def test_rotation_scale_and_perspective_match_within_resampling_error():

@@ -74,7 +74,13 @@ class Views:
             coords = torch.stack([x, y, torch.ones_like(x)], 1)
         mode = "bilinear" if any(step.smooth for step in self.steps) else "nearest"
         out = self._sample(coords[:, 0], coords[:, 1], self.steps[0].outside, mode)  # [B, 3, P]
+        merged = []  # steps that blacken what lies outside them, one after the other, mask once (same values)
         for inside, fill in reversed(masks):
+            if fill is None and merged and merged[-1][1] is None:
+                merged[-1] = (merged[-1][0] & inside, None)
+            else:
+                merged.append((inside, fill))
+        for inside, fill in merged:
             value = 0.0 if fill is None else fill.to(out.dtype).view(1, 3, 1)
             out = torch.where(inside[:, None, :], out, value)
         if out.shape[0] != self.batch:
