@@ -113,3 +113,25 @@ def test_post_processing_is_refused_with_its_place():
         load(texts=["parameterization: polygons\nepochs: 3\npostproc:\n  - border: {size: 2}\n"])
     with pytest.raises(ConfigError, match=r"parameterization\.corners: must be at least 3"):
         load(texts=["parameterization: {type: polygons, corners: 2}\n"])
+
+
+def test_continued_from_its_picture_a_drawing_goes_on_with_its_polygons(tiny):
+    """The live editor continues from the picture and, with it, the parameterization's tensors (`drawing`):
+    the polygons go on where they were, also with a changed `softness`; without them, or when the edit
+    changes the number of corners, they start again on the ring."""
+    from clipig.run.engine import open_run
+    text = ("parameterization: {type: polygons, count: 2}\nresolution: 32\nepochs: 6\n"
+            "targets:\n  - features:\n      - text: a curly spoon\n")
+    first = make_engine(text, "epochs=3")
+    first.run()
+    state = {"epoch": 3, "image": first.image(unclamped=True), "drawing": first.state_dict()["parameterization"]}
+    again = open_run(load(texts=[text], overrides=["model=random:tiny", "verbose=0"]), state=state)
+    assert torch.equal(again.canvas.outlines(), first.canvas.outlines())
+    assert torch.equal(again.image(), first.image())
+    softer = open_run(load(texts=[text.replace("count: 2", "count: 2, softness: 3")],
+                           overrides=["model=random:tiny", "verbose=0"]), state=state)
+    assert torch.equal(softer.canvas.outlines(), first.canvas.outlines()) and softer.canvas.options["softness"] == 3
+    for kind, given in (("{type: polygons, count: 2}", None), ("{type: polygons, count: 2, corners: 8}", state["drawing"])):
+        restarted = open_run(load(texts=[text.replace("{type: polygons, count: 2}", kind)],
+                                  overrides=["model=random:tiny", "verbose=0"]), state={**state, "drawing": given})
+        assert torch.equal(restarted.canvas.outlines(), drawing(kind, 32, 32).outlines())  # on the ring again

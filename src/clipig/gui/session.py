@@ -118,6 +118,7 @@ class Session:
         self.thread: threading.Thread | None = None
         self.stop_flag = threading.Event()
         self.pixels: torch.Tensor | None = None  # unclamped image to continue from (CPU), None = from `init`
+        self.drawing: dict | None = None  # with it, the parameterization's tensors (a drawing goes on with them)
         self.epoch = 0
         self.epochs = 0
         self.loss: float | None = None
@@ -213,7 +214,7 @@ class Session:
                 if self.epoch >= plain.epochs():
                     raise Refused(f"finished: epoch {self.epoch} of {plain.epochs()}; raise `epochs` to go on, "
                                   f"or Reset to start again from noise")
-                state = {"epoch": self.epoch, "image": self.pixels}
+                state = {"epoch": self.epoch, "image": self.pixels, "drawing": self.drawing}
             self.plain_config = plain
             self.error = None
             self.status, self.message = "loading", "loading the model"
@@ -250,7 +251,7 @@ class Session:
             snap = self.snapshot(snapshot_id)
             if snap is None:
                 raise Refused("that snapshot is gone")
-            self.pixels, self.epoch = snap.pixels.clone(), snap.epoch
+            self.pixels, self.epoch, self.drawing = snap.pixels.clone(), snap.epoch, None  # (picture only)
             self.frame, self.frame_version = snap.pixels.clamp(0, 1), self.frame_version + 1
             self.history.truncate(snap.epoch)
             self.status, self.message = "stopped", f"back at the snapshot of epoch {snap.epoch}; Alt-S continues"
@@ -320,7 +321,7 @@ class Session:
     # --- the training thread --------------------------------------------------------------------------------
 
     def _clear(self) -> None:
-        self.pixels, self.epoch, self.loss, self.rate, self.table = None, 0, None, 0.0, ""
+        self.pixels, self.epoch, self.loss, self.rate, self.table, self.drawing = None, 0, None, 0.0, "", None
         self.frame, self.frame_version = None, self.frame_version + 1
         self.history.clear()
         self.snapshots.clear()
@@ -356,6 +357,8 @@ class Session:
         """Remember where the run is (an event of it, or its engine), so that the next start continues there."""
         self.pixels = run.image(unclamped=True)
         self.epoch = run.epoch
+        state = run.state() if hasattr(run, "state") else run.state_dict()  # an event, or the engine
+        self.drawing = state["parameterization"]  # a drawing goes on with its polygons (Engine._keep_drawing)
         self.frame, self.frame_version = self.pixels.clamp(0, 1), self.frame_version + 1
 
     def on_event(self, event) -> None:

@@ -261,9 +261,11 @@ class Polygons(Parameterization):
     drawings were best at `learnrate: .15` ([quality](quality.md#drawing-instead-of-pixels)). The work and
     memory of a step grow with pixels x polygons x corners.
 
-    The drawing cannot show every image: setting one (the `init` picture, continuing from a picture) keeps
-    the polygons where they are and takes their colours from it: the background its median colour, each
-    polygon the colour under its centre. Post-processing, which edits pixels, is not available."""
+    The drawing cannot show every image: setting one (the `init` picture, continuing from a PNG) keeps the
+    polygons where they are (on the ring, at the start) and takes their colours from it: the background its
+    median colour, each polygon the colour under its centre. `clipig resume` goes on exactly from the saved
+    state, and the live editor continues with the drawing's own polygons (unless an edit changes their
+    number, corners or colours' options). Post-processing, which edits pixels, is not available."""
 
     exact = False
     GEOMETRY, COLOUR, OPACITY = 3.0, 9.0, 3.0  # step sizes against pixels' (the optimizer's base rate)

@@ -119,6 +119,21 @@ class Engine:
         with drawing_from(self.expr_rng):
             return create(self.config.parameterization, variables, image, self.device)
 
+    def _keep_drawing(self, saved: dict | None) -> None:
+        """A drawing continued from its picture (the live editor's `drawing`: the `parameterization` of a
+        state) goes on with its own polygons rather than ones fitted to the picture, where the configuration
+        still draws the same type, number and options of them (`softness` and the resolution may change)."""
+        canvas = self.canvas
+        if saved is None or canvas.exact:
+            return
+        drawing = type(canvas)(*canvas.resolution, canvas.device, **canvas.options)
+        try:
+            drawing.load_state_dict(saved["tensors"])
+        except (RuntimeError, KeyError):  # another type, or another number of polygons or corners
+            return
+        if drawing.adapted(*canvas.resolution, canvas.options):
+            self.canvas = drawing
+
     def _set_fair(self) -> None:
         """`feature_scale: fair`: the factors come from the start picture."""
         fair = [t for t in self.targets if t.node.feature_scale() == "fair" and t.features]
@@ -320,6 +335,7 @@ class Engine:
         if "parameterization" not in state:  # as a run of the configuration that starts at this epoch
             self.expr_rng.seed(self.seed)
             self.canvas = self._canvas_at(self.epoch, state["image"])
+            self._keep_drawing(state.get("drawing"))
             self.optimizer = self._optimizer()
             self.at_epoch_start = self._random_state()
             self.first_epoch, self.runtime_before, self.continued = self.epoch, 0.0, True
