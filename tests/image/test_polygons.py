@@ -1,6 +1,7 @@
 """`parameterization: polygons`: a drawing of filled polygons over a background colour. It draws what its
 corners say (read by the mini world's pixel reader), every tensor gets a gradient, setting an image fits the
-colours and keeps the polygons, a resolution change keeps the drawing, and post-processing is refused."""
+colours and keeps the polygons, a resolution change keeps the drawing, post-processing is refused, and the
+live editor continues a drawing with its own polygons."""
 
 from __future__ import annotations
 
