@@ -119,7 +119,7 @@ def test_post_processing_is_refused_with_its_place():
 def test_continued_from_its_picture_a_drawing_goes_on_with_its_polygons(tiny):
     """The live editor continues from the picture and, with it, the parameterization's tensors (`drawing`):
     the polygons go on where they were, also with a changed `softness`; without them, or when the edit
-    changes the number of corners, they start again on the ring."""
+    changes the number of corners or how colours are trained, they start again on the ring."""
     from clipig.run.engine import open_run
     text = ("parameterization: {type: polygons, count: 2}\nresolution: 32\nepochs: 6\n"
             "targets:\n  - features:\n      - text: a curly spoon\n")
@@ -132,7 +132,9 @@ def test_continued_from_its_picture_a_drawing_goes_on_with_its_polygons(tiny):
     softer = open_run(load(texts=[text.replace("count: 2", "count: 2, softness: 3")],
                            overrides=["model=random:tiny", "verbose=0"]), state=state)
     assert torch.equal(softer.canvas.outlines(), first.canvas.outlines()) and softer.canvas.options["softness"] == 3
-    for kind, given in (("{type: polygons, count: 2}", None), ("{type: polygons, count: 2, corners: 8}", state["drawing"])):
+    saved = state["drawing"]
+    for kind, given in (("{type: polygons, count: 2}", None), ("{type: polygons, count: 2, corners: 8}", saved),
+                        ("{type: polygons, count: 2, decorrelate: true}", saved)):  # colours mean another thing
         restarted = open_run(load(texts=[text.replace("{type: polygons, count: 2}", kind)],
                                   overrides=["model=random:tiny", "verbose=0"]), state={**state, "drawing": given})
         assert torch.equal(restarted.canvas.outlines(), drawing(kind, 32, 32).outlines())  # on the ring again

@@ -326,10 +326,10 @@ def _check_target_models(node: Node) -> None:
 def _check_drawn_postproc(node: Node) -> None:
     """Post-processing edits pixels, which a drawing (a parameterization that cannot show every image) cannot
     take back."""
-    if node.postproc and not getattr(node.parameterization.spec.fn, "exact", True):
+    if node.postproc and not node.parameterization.spec.fn.exact:
         entry = node.postproc[0]
         loc = next((v.loc for v in entry.params.values() if isinstance(v, Value)), (None, None))
-        exact = [name for name, spec in PARAMETERIZATIONS.items() if getattr(spec.fn, "exact", True)]
+        exact = [name for name, spec in PARAMETERIZATIONS.items() if spec.fn.exact]
         raise ConfigError(f"post-processing edits pixels, which `parameterization: {node.parameterization.name}` "
                           f"cannot show (it only draws); leave out `postproc` or choose {' or '.join(exact)}",
                           entry.path).located(*loc)

@@ -284,8 +284,10 @@ class Polygons(Parameterization):
         self.corners = torch.nn.Parameter(shape.repeat(count, 1, 1) / self.GEOMETRY)
         self.opacity = torch.nn.Parameter(torch.full((count,), 2.0 / self.OPACITY, device=self.device))
 
+    ADAPTABLE = ("softness",)  # options a drawing can change and keep its tensors
+
     def adapted(self, width, height, options) -> bool:
-        if any(options[k] != self.options[k] for k in ("count", "corners", "decorrelate", "squash")):
+        if any(options[k] != self.options[k] for k in options if k not in self.ADAPTABLE):
             return False
         self.size = torch.tensor([width, height], device=self.size.device)
         self.options = dict(options)

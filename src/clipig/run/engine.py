@@ -124,14 +124,14 @@ class Engine:
         state) goes on with its own polygons rather than ones fitted to the picture, where the configuration
         still draws the same type, number and options of them (`softness` and the resolution may change)."""
         canvas = self.canvas
-        if saved is None or canvas.exact:
+        if saved is None or canvas.exact or set(saved["options"]) != set(canvas.options):  # another type
             return
-        drawing = type(canvas)(*canvas.resolution, canvas.device, **canvas.options)
+        drawing = type(canvas)(*canvas.resolution, canvas.device, **saved["options"])
         try:
             drawing.load_state_dict(saved["tensors"])
-        except (RuntimeError, KeyError):  # another type, or another number of polygons or corners
+        except RuntimeError:  # the same options, other tensors: another type
             return
-        if drawing.adapted(*canvas.resolution, canvas.options):
+        if drawing.adapted(*canvas.resolution, canvas.options):  # the options it was saved with, to those now
             self.canvas = drawing
 
     def _set_fair(self) -> None:
