@@ -72,13 +72,41 @@ def test_coverage_is_the_area_and_lies_where_the_corners_say():
     assert float(cover.sum()) == pytest.approx(2 * (0.15 * 0.3 / 2) * 64 ** 2, rel=0.03)
 
 
-@pytest.mark.parametrize("kind", ["polygons", "{type: polygons, squash: tanh, decorrelate: true}"])
+def _crossings(outline: torch.Tensor) -> int:
+    """How many pairs of non-neighbouring edges of the closed outline [k, 2] cross."""
+    k, crossed = len(outline), 0
+    for i in range(k):
+        for j in range(i + 2, k - (i == 0)):
+            a, b, c, d = outline[i], outline[(i + 1) % k], outline[j], outline[(j + 1) % k]
+            side = lambda p, q, r: float((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+            crossed += side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+    return crossed
+
+
+def test_radial_polygons_start_as_the_free_ones_and_never_cross_themselves():
+    """`radial` corners are angles and distances around the centre, in the order of their angles: whatever the
+    tensors hold, no edge crosses another (free corners with the same random values do)."""
+    free, radial = drawing("{type: polygons, corners: 8}"), drawing("{type: polygons, corners: 8, radial: true}")
+    assert torch.allclose(free.outlines(), radial.outlines(), atol=1e-6)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for canvas in (free, radial):
+            canvas.corners.copy_(torch.randn(canvas.corners.shape, generator=generator) * 0.3)
+    assert sum(_crossings(outline) for outline in free.outlines().detach()) > 0
+    assert all(_crossings(outline) == 0 for outline in radial.outlines().detach())
+    angles = (radial.outlines() - radial.centres[:, None] * radial.GEOMETRY).detach()
+    turns = torch.atan2(angles[..., 1], angles[..., 0]).diff(dim=1).remainder(2 * math.pi)
+    assert float(turns.sum(1).max()) < 2 * math.pi  # one way round, once
+
+
+@pytest.mark.parametrize("kind", ["polygons", "{type: polygons, squash: tanh, decorrelate: true}",
+                                  "{type: polygons, radial: true}"])
 def test_every_tensor_gets_a_gradient(kind):
     canvas = drawing(kind, 40, 30, image=torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(1)))
     target = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(2))
     (canvas.image() - target).pow(2).sum().backward()
     named = dict(canvas.named_parameters())
-    assert set(named) == {"background", "fills", "centres", "corners", "opacity"}
+    assert set(named) == {"background", "fills", "centres", "corners", "opacity"} | ({"turn"} if "radial" in kind else set())
     assert all(t.grad is not None and (t.grad.abs() > 0).all() for t in named.values())
 
 

@@ -186,6 +186,19 @@ def build_schema() -> Section:
         "seed": Param("int", doc=(
             "Seed of all random numbers of the run. The same configuration and seed give the same image on the "
             "same machine. Without it a seed is drawn and written to the sidecar YAML.")),
+        "starts": Section("Begin the run several times and go on with the start the critic likes best: `count` "
+                          "starts from the seeds `seed`, `seed + 1`, ... are trained together for `epochs` epochs, "
+                          "and the run continues as the one whose loss was lowest over the second half of them, "
+                          "exactly as the run of that seed alone (its seed is shown at the end; the recorded "
+                          "`seed` stays the run's, so its configuration gives the same picture again). What the "
+                          "first epochs settle (the background's colour, where a thing sits) often decides a "
+                          "picture, and an unlucky start rarely recovers ([quality](quality.md#several-starts)). "
+                          "`clipig rank` does the same across processes and files, judged by the similarity.", {
+            "count": Param("int", 1, check=at_least(1), doc="The number of starts; 1: the run as it begins."),
+            "epochs": Param("int", 40, check=at_least(1), doc=(
+                "The epochs each start is trained before the choice (at most `epochs`): they cost `count` "
+                "times the epochs alone, in a shared CLIP pass.")),
+        }),
         "resolution": Param("int", [224, 224], length=2, groups=TIME, check=at_least(1), doc=(
             "Resolution of the image: one number for a square image or width and height. It may change during "
             "training, e.g. `224 if t < .2 else 448`; `interpolation` is used to resize. Whatever the "

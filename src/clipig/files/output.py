@@ -137,6 +137,7 @@ def run_info(facts, reason: str) -> dict:
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": versions(),
         "seed": facts.seed,
+        **({"chosen_seed": facts.chosen_seed} if facts.chosen_seed is not None else {}),
         "epoch": facts.epoch,
         "epochs": facts.epochs,
         "reason": reason,

@@ -30,6 +30,9 @@ class Progress:
         if event.kind == "start":
             self.bar = tqdm(total=event.epochs, initial=event.epoch, unit="epoch", file=self.stream,
                             dynamic_ncols=True, mininterval=0.25)
+            chosen = event.facts().chosen_seed
+            if chosen is not None:
+                self.bar.write(f"starts: going on as the start of seed {chosen}", file=self.stream)
             self.last_stats = now
         elif event.kind == "epoch" and self.bar is not None:
             self.bar.update(1)

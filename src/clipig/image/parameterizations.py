@@ -248,6 +248,11 @@ class Pyramid(Parameterization):
         "The width of the polygons' edges in pixels: the edge fades over about this many pixels, and only "
         "there do the corners get a gradient. Larger values let a polygon feel further, and draw blurred. An "
         "expression of the time changes it during the run and keeps the drawing.")),
+    "radial": P("bool", False, doc=(
+        "Place each polygon's corners by angle and distance around its centre, in the order of their angles: "
+        "the polygon can never cross itself and stays star-shaped around its centre (a circle, a square, a "
+        "star, a cross are; a crescent is not). Neighbouring corners lie at most 0.45 of a turn apart, and at "
+        "least 0.55 / (corners - 1) of one. Off: every corner moves freely.")),
 })
 class Polygons(Parameterization):
     """The image is drawn: `count` filled polygons of `corners` corners each over a background colour, each
@@ -269,6 +274,7 @@ class Polygons(Parameterization):
 
     exact = False
     GEOMETRY, COLOUR, OPACITY = 3.0, 9.0, 3.0  # step sizes against pixels' (the optimizer's base rate)
+    RADIUS, SPREAD, TURN = 5.0, 10.0, 10.0  # radial: log radius, angles' logits, the turn in radians
 
     def allocate(self, width, height):
         count, corners = int(self.options["count"]), int(self.options["corners"])
@@ -281,7 +287,11 @@ class Polygons(Parameterization):
         self.background = self._zeros(3)
         self.fills = self._zeros(count, 3)
         self.centres = torch.nn.Parameter(centres / self.GEOMETRY)
-        self.corners = torch.nn.Parameter(shape.repeat(count, 1, 1) / self.GEOMETRY)
+        if self.options["radial"]:  # log radius (of 0.15) and the logits of the angles between corners
+            self.corners = torch.nn.Parameter(torch.zeros(count, corners, 2, device=self.device))
+            self.turn = torch.nn.Parameter(torch.zeros(count, device=self.device))
+        else:
+            self.corners = torch.nn.Parameter(shape.repeat(count, 1, 1) / self.GEOMETRY)
         self.opacity = torch.nn.Parameter(torch.full((count,), 2.0 / self.OPACITY, device=self.device))
 
     ADAPTABLE = ("softness",)  # options a drawing can change and keep its tensors
@@ -295,7 +305,15 @@ class Polygons(Parameterization):
 
     def outlines(self) -> torch.Tensor:
         """The corners [count, corners, 2] in units of the longer side, (0, 0) the top left corner."""
-        return (self.centres[:, None, :] + self.corners) * self.GEOMETRY
+        if not self.options["radial"]:
+            return (self.centres[:, None, :] + self.corners) * self.GEOMETRY
+        radius = 0.15 * torch.exp(self.corners[..., 0] * self.RADIUS)
+        k = self.corners.shape[1]  # each step between corners at most 0.45 of a turn, the centre stays inside
+        even = 0.55 * k / (k - 1)
+        steps = even / k + (1 - even) * torch.softmax(self.corners[..., 1] * self.SPREAD, -1)
+        angle = 2 * math.pi * (steps.cumsum(-1) - steps[:, :1]) + (self.turn * self.TURN)[:, None]
+        offsets = radius[..., None] * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+        return self.centres[:, None, :] * self.GEOMETRY + offsets
 
     def signal(self):
         width, height = self.resolution

@@ -58,10 +58,12 @@ def epoch_variables(epoch: int, epochs: int) -> dict:
 class Engine:
     """Runs one experiment (a validated config Node) epoch by epoch and tells its listeners."""
 
-    def __init__(self, config, critic, listeners: list[Callable[[Event], Any]] = ()):
+    def __init__(self, config, critic, listeners: list[Callable[[Event], Any]] = (), seed: int | None = None):
         self.config = config
         self.listeners = list(listeners)
-        self.seed = config.seed() if config.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+        if seed is None:
+            seed = config.seed() if config.seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
+        self.seed = self.chosen_seed = seed  # chosen_seed: that of the start it goes on as (`starts`)
         self.critic = critic if isinstance(critic, Ensemble) else Ensemble([critic], [1.0])  # one model, or several
         self.device = critic.device
         self.epochs = config.epochs()
@@ -303,7 +305,7 @@ class Engine:
         return Facts(self.seed, self.epoch, self.epochs, self.epochs_done, self.first_epoch, self.runtime,
                      self.device, self.precision, tuple({"name": c.name, "sha256": c.checksum}
                                                         for c in self.critic.critics),
-                     self.statistics(), self.continued)
+                     self.statistics(), self.continued, None if self.chosen_seed == self.seed else self.chosen_seed)
 
     @property
     def runtime(self) -> float:

@@ -23,6 +23,7 @@ class Facts:
     models: tuple  # ({"name": ..., "sha256": ...}, ...): the critic's models and their weights' checksums
     statistics: list  # per-target statistics (see Target.statistics)
     continued: bool  # started from a picture that no configuration holds (the live editor's continuation)
+    chosen_seed: int | None = None  # `starts`: the seed of the start the run went on as, when not its own
 
     @property
     def seconds_per_epoch(self) -> float:

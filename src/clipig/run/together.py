@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config.expressions import time_variables
+from . import starts
 from .passes import out_of_memory
 from .threads import positive_int
 
@@ -118,19 +119,22 @@ def each(engines: list, failed: dict, part) -> None:
 class Together:
     """Runs several engines (of one critic, device and precision) to their ends; see the module doc."""
 
-    def __init__(self, engines: list):
+    def __init__(self, engines: list, choose: bool = True):
         first = engines[0]
         for e in engines[1:]:
             if (e.critic.critics, e.precision, e.config.compile()) != (first.critic.critics, first.precision,
                                                                          first.config.compile()):
                 raise ValueError("runs together need the same models, precision and compile setting")
         self.engines = list(engines)
+        self.choose = choose  # each run at its first epoch goes on as the best of its `starts`
 
     def run(self) -> list:
         """Train every run until its `epochs` or a stop; per run its reason (as `Engine.run` returns it) or the
         error that ended it (after its `end` event: listeners save what exists). Ctrl-C ends them all, and is
         raised after their `end` events, as is any error of a run alone."""
         outcomes: dict = {}
+        for e in self.engines if self.choose else ():
+            starts.choose(e, Together)
         for e in self.engines:
             e.started_at = time.monotonic()
             e.emit("start")
