@@ -41,6 +41,7 @@ from ..mini import reading, world
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "quality"
 ENSEMBLE = "model: [mini, mini-2]"  # the two rendering critics of the mini world
+STARTS = "starts: {count: 4, epochs: 40}"
 DENSE = "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"  # DAS's pyramid
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
 ROWS = {
@@ -69,6 +70,9 @@ ROWS = {
     # a drawing: three polygons over a background colour, milder views (docs/quality.md, "Drawing")
     "polygons": ("polygons", ""),
     "polygons-ensemble": ("polygons", ENSEMBLE),
+    # the drawing begun from four seeds, the start with the lowest loss after 40 epochs kept (`starts`)
+    "polygons-starts": ("polygons", STARTS),
+    "polygons-starts-ensemble": ("polygons", ENSEMBLE + "\n" + STARTS),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
