@@ -189,8 +189,9 @@ def build_schema() -> Section:
         "starts": Section("Begin the run several times and go on with the start the critic likes best: `count` "
                           "starts from the seeds `seed`, `seed + 1`, ... are trained together for `epochs` epochs, "
                           "and the run continues as the one whose loss was lowest over the second half of them, "
-                          "exactly as the run of that seed alone (its seed is shown at the end; the recorded "
-                          "`seed` stays the run's, so its configuration gives the same picture again). What the "
+                          "exactly as the run of that seed alone (the chosen seed is printed and kept in the PNG's "
+                          "provenance as `chosen_seed`; the recorded `seed` stays the run's, so its configuration "
+                          "gives the same picture again). What the "
                           "first epochs settle (the background's colour, where a thing sits) often decides a "
                           "picture, and an unlucky start rarely recovers ([quality](quality.md#several-starts)). "
                           "`clipig rank` does the same across processes and files, judged by the similarity.", {

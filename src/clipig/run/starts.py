@@ -10,6 +10,7 @@ listeners (no snapshots, no video frames)."""
 
 from __future__ import annotations
 
+
 def choose(engine, together_cls) -> None:
     """Make `engine` (a run at its first epoch, not a continuation) go on as the best of its starts."""
     count, epochs = engine.config.starts.count(), engine.config.starts.epochs()
