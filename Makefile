@@ -41,8 +41,9 @@ run: $(STAMP)
 	@echo "With the real CLIP (downloads ViT-B/32 once, then renders on this machine):"
 	@echo "  $(VENV)/bin/clipig examples/05-curly-handle.yaml -o out/"
 
+# The slowest tests are named at the end, so a slow machine shows where its time went.
 test: $(TEST_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 # The edit-run loop: every test but the slow ones and those that drive a browser, in under two minutes.
 test-fast: $(PYTEST_STAMP)
