@@ -83,3 +83,22 @@ def test_module_entry_point_help():
                             cwd=Path(__file__).parent, timeout=60)
     assert result.returncode == 0
     assert "--quick" in result.stdout
+
+
+def test_emulated_bf16_peak_is_measured_once_and_small(monkeypatch):
+    """Without AMX or AVX-512 BF16 torch emulates bfloat16 about a hundred times slower (a 2048² product takes
+    20 s on AVX2): the bench's peak samples it once at 512², where it once ran 2048² next to every measurement
+    (a fresh `make test` took 75 minutes on such a machine)."""
+    import torch
+
+    from clipig.bench import speed
+    calls = []
+    monkeypatch.setattr(speed, "gemm_rate", lambda size, repeats, dtype=None: calls.append((size, dtype)) or 1.0)
+    monkeypatch.setattr("clipig.critic.precision.native_bf16", lambda: False)
+    peak = speed.Peak()
+    for _ in range(3):
+        peak.sample()
+    assert [c for c in calls if c[1] == torch.bfloat16] == [(512, torch.bfloat16)]
+    monkeypatch.setattr("clipig.critic.precision.native_bf16", lambda: True)
+    peak.sample()
+    assert calls[-1] == (2048, torch.bfloat16)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from conftest import make_engine
 
 from clipig.config.errors import ConfigError
@@ -99,14 +100,42 @@ def test_radial_polygons_start_as_the_free_ones_and_never_cross_themselves():
     assert float(turns.sum(1).max()) < 2 * math.pi  # one way round, once
 
 
+def fitted(shape: str, harmonics: int) -> bool:
+    """Whether one smooth polygon, its outline's corners trained to cover the world's drawing of a yellow
+    `shape` on blue (turned by 20 degrees, off the middle), is then read as that shape."""
+    drawn = Image.new("RGB", (64, 64), world.COLOURS["blue"])
+    thing = world.Thing(shape, world.COLOURS["yellow"], 0.45, 0.5, 0.28, 20.0)
+    ImageDraw.Draw(drawn).polygon(world.outline(thing, 64), fill=world.COLOURS["yellow"])
+    goal = torch.tensor(np.array(drawn)).permute(2, 0, 1).float() / 255
+    canvas = drawing(f"{{type: polygons, count: 1, corners: 40, harmonics: {harmonics}}}", 64, 64)
+    with torch.no_grad():
+        canvas.fills[0].copy_(rgb("yellow") / canvas.COLOUR)
+        canvas.background.copy_(rgb("blue") / canvas.COLOUR)
+    optimizer = torch.optim.Adam([canvas.corners, canvas.centres, canvas.turn], lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        (canvas.image() - goal).pow(2).sum().backward()
+        optimizer.step()
+    pixels = np.asarray(to_pil(canvas.image().detach()))
+    return reading.shapes_shown(pixels, world.parse(f"a yellow {shape} on a blue background"))
+
+
+def test_smooth_outlines_draw_the_world_shapes_with_enough_waves():
+    """`harmonics`: an outline of 8 waves, trained by its gradient from the circle it starts as, becomes a star
+    and a cross the pixel reader recognises; with 2 waves it has no star's points."""
+    assert fitted("star", 8) and fitted("cross", 8)
+    assert not fitted("star", 2)
+
+
 @pytest.mark.parametrize("kind", ["polygons", "{type: polygons, squash: tanh, decorrelate: true}",
-                                  "{type: polygons, radial: true}"])
+                                  "{type: polygons, radial: true}", "{type: polygons, harmonics: 3}"])
 def test_every_tensor_gets_a_gradient(kind):
     canvas = drawing(kind, 40, 30, image=torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(1)))
     target = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(2))
     (canvas.image() - target).pow(2).sum().backward()
     named = dict(canvas.named_parameters())
-    assert set(named) == {"background", "fills", "centres", "corners", "opacity"} | ({"turn"} if "radial" in kind else set())
+    turned = "radial" in kind or "harmonics" in kind
+    assert set(named) == {"background", "fills", "centres", "corners", "opacity"} | ({"turn"} if turned else set())
     assert all(t.grad is not None and (t.grad.abs() > 0).all() for t in named.values())
 
 

@@ -253,6 +253,13 @@ class Pyramid(Parameterization):
         "the polygon can never cross itself and stays star-shaped around its centre (a circle, a square, a "
         "star, a cross are; a crescent is not). Neighbouring corners lie at most 0.45 of a turn apart, and at "
         "least 0.55 / (corners - 1) of one. Off: every corner moves freely.")),
+    "harmonics": P("int", 0, check=at_least(0), doc=(
+        "Draw each polygon's outline as a smooth curve: its distance from the centre (the logarithm of it) is "
+        "a sum of the first `harmonics` waves around the turn, and its `corners` lie evenly around it, so "
+        "the polygon is star-shaped and its outline has no detail finer than a wave. Each wave's step is "
+        "smaller by its number, so the coarse ones lead. 5 to 8 waves draw circles, squares, triangles, "
+        "five-pointed stars and crosses that the mini world's pixel reader recognises; `corners` should be "
+        "at least four times `harmonics`. 0: the corners are free (or `radial`).")),
 })
 class Polygons(Parameterization):
     """The image is drawn: `count` filled polygons of `corners` corners each over a background colour, each
@@ -287,7 +294,11 @@ class Polygons(Parameterization):
         self.background = self._zeros(3)
         self.fills = self._zeros(count, 3)
         self.centres = torch.nn.Parameter(centres / self.GEOMETRY)
-        if self.options["radial"]:  # log radius (of 0.15) and the logits of the angles between corners
+        if self.options["harmonics"]:  # the log radius's mean, and the cosine and sine of each wave
+            waves = int(self.options["harmonics"])
+            self.corners = torch.nn.Parameter(torch.zeros(count, 1 + 2 * waves, device=self.device))
+            self.turn = torch.nn.Parameter(torch.zeros(count, device=self.device))
+        elif self.options["radial"]:  # log radius (of 0.15) and the logits of the angles between corners
             self.corners = torch.nn.Parameter(torch.zeros(count, corners, 2, device=self.device))
             self.turn = torch.nn.Parameter(torch.zeros(count, device=self.device))
         else:
@@ -305,13 +316,22 @@ class Polygons(Parameterization):
 
     def outlines(self) -> torch.Tensor:
         """The corners [count, corners, 2] in units of the longer side, (0, 0) the top left corner."""
-        if not self.options["radial"]:
+        if self.options["harmonics"]:
+            waves = torch.arange(1, int(self.options["harmonics"]) + 1, device=self.device).float()
+            k = int(self.options["corners"])
+            turn = 2 * math.pi * torch.arange(k, device=self.device) / k
+            at = turn[:, None] * waves
+            shape = torch.cat([torch.ones_like(turn)[:, None], torch.cos(at) / waves, torch.sin(at) / waves], 1)
+            radius = 0.15 * torch.exp(self.corners @ shape.T * self.RADIUS)
+            angle = turn + (self.turn * self.TURN)[:, None]
+        elif self.options["radial"]:
+            radius = 0.15 * torch.exp(self.corners[..., 0] * self.RADIUS)
+            k = self.corners.shape[1]  # each step between corners at most 0.45 of a turn, the centre stays in
+            even = 0.55 * k / (k - 1)
+            steps = even / k + (1 - even) * torch.softmax(self.corners[..., 1] * self.SPREAD, -1)
+            angle = 2 * math.pi * (steps.cumsum(-1) - steps[:, :1]) + (self.turn * self.TURN)[:, None]
+        else:
             return (self.centres[:, None, :] + self.corners) * self.GEOMETRY
-        radius = 0.15 * torch.exp(self.corners[..., 0] * self.RADIUS)
-        k = self.corners.shape[1]  # each step between corners at most 0.45 of a turn, the centre stays inside
-        even = 0.55 * k / (k - 1)
-        steps = even / k + (1 - even) * torch.softmax(self.corners[..., 1] * self.SPREAD, -1)
-        angle = 2 * math.pi * (steps.cumsum(-1) - steps[:, :1]) + (self.turn * self.TURN)[:, None]
         offsets = radius[..., None] * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
         return self.centres[:, None, :] * self.GEOMETRY + offsets
 
