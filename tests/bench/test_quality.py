@@ -71,6 +71,19 @@ def test_every_row_is_a_valid_experiment_with_its_prompt_and_models(row):
     assert config.seed() == 5 and config.epochs() == round(full.epochs() * quality.QUICK_EPOCHS)
 
 
+def test_an_experiment_file_that_names_its_models_keeps_them(tmp_path):
+    """`--model` (default mini) renders a file of one's own only where the file names no models: a file with
+    `model: [mini, mini-2]` once rendered with `mini` alone."""
+    import argparse
+    base = (quality.CONFIG_DIR / "polygons.yaml").read_text()
+    (tmp_path / "two.yaml").write_text(base + "model: [mini, mini-2]\n")
+    (tmp_path / "none.yaml").write_text(base)
+    args = argparse.Namespace(model="mini", overrides=[], epochs=0, quick=False)
+    names = lambda f: [m["name"] for m in quality.experiment(str(tmp_path / f), "a red star on a blue background",
+                                                             args, 0).model()]
+    assert names("two.yaml") == ["mini", "mini-2"] and names("none.yaml") == ["mini"]
+
+
 def test_unknown_rows_are_refused_with_the_list(capsys):
     from clipig.bench.speed import main
     with pytest.raises(SystemExit) as e:

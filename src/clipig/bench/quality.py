@@ -42,6 +42,7 @@ from ..mini import reading, world
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "quality"
 ENSEMBLE = "model: [mini, mini-2]"  # the two rendering critics of the mini world
 STARTS = "starts: {count: 4, epochs: 40}"
+SMOOTH = "parameterization: {type: polygons, squash: tanh, harmonics: 8, corners: 32}"
 DENSE = "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"  # DAS's pyramid
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
 ROWS = {
@@ -73,6 +74,8 @@ ROWS = {
     # the drawing begun from four seeds, the start with the lowest loss after 40 epochs kept (`starts`)
     "polygons-starts": ("polygons", STARTS),
     "polygons-starts-ensemble": ("polygons", ENSEMBLE + "\n" + STARTS),
+    # smooth outlines: each polygon's log radius a sum of 8 waves, 32 corners evenly around (`harmonics`)
+    "polygons-smooth-ensemble": ("polygons", ENSEMBLE + "\n" + SMOOTH),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
@@ -135,18 +138,19 @@ def real_similarity(referee, caption: world.Caption, seed: int) -> float:
 
 def experiment(row: str, prompt: str, args, seed: int):
     """The validated experiment of a row for one prompt: the reference configuration, the row's YAML, then
-    the prompt (the text of every feature), the seed, the CPU, `--model` (unless the row names its models),
+    the prompt (the text of every feature), the seed, the CPU, `--model` (unless the row or file names its models),
     `--set` and the epochs over it."""
     import json
 
     from ..config.loader import load, load_data
     base, extra = source(row)
     texts = [extra] if extra else []
-    targets = load_data([base], texts)["targets"]
+    data = load_data([base], texts)
+    targets = data["targets"]
     overrides = [f"targets[{i}].features[{j}].text={json.dumps(prompt)}"
                  for i, target in enumerate(targets) for j in range(len(target["features"]))]
     overrides += ["device=cpu", "verbose=0", f"seed={seed}"]
-    overrides += [] if "model:" in extra else [f"model={json.dumps(args.model)}"]
+    overrides += [] if "model" in data else [f"model={json.dumps(args.model)}"]
     overrides += args.overrides
     config = load([base], texts=texts, overrides=overrides)
     if not (args.epochs or args.quick):
@@ -262,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
         f"FILE.yaml of one's own, its text replaced by each prompt)"))
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK_EPOCHS * 100:.0f}%% of each configuration's epochs (a few minutes)")
-    p.add_argument("--model", default="mini", help="the critic that renders (default: mini)")
+    p.add_argument("--model", default="mini",
+                   help="the critic that renders where the row or experiment file names none (default: mini)")
     p.add_argument("--referee", default="mini-referee", help="the model that judges (default: mini-referee)")
     p.add_argument("--epochs", type=int, help="epochs of every render (default: the configuration's)")
     p.add_argument("--seeds", type=int, default=1, metavar="N",

@@ -517,7 +517,8 @@ def report(info: dict, args, peak: float, rows: list[Row], sweep, scaling, memor
            f"measured epochs per configuration, medians",
            f"GEMM peaks (torch.mm {PEAK.size}², best of {PEAK.samples} spread over the run): float32 "
            f"{peak / 1e9:.1f} GFLOP/s, bfloat16 {PEAK.bf16 / 1e9:.1f} GFLOP/s"
-           f"{'' if native_bf16() else ' (emulated: no AMX or AVX-512 BF16; one product of 512²)'}; the best-precision floor counts "
+           f"{'' if native_bf16() else ' (emulated: no AMX or AVX-512 BF16; one product of 512²)'}"
+           f"; the best-precision floor counts "
            f"{best / 1e9:.1f} GFLOP/s"
            + (f"; oneDNN float32 matmul for comparison: {info['onednn'] / 1e9:.1f} GFLOP/s" if info.get("onednn") else ""),
            f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}; other processes kept "
