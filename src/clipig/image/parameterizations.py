@@ -295,8 +295,10 @@ class Polygons(Parameterization):
         self.fills = self._zeros(count, 3)
         self.centres = torch.nn.Parameter(centres / self.GEOMETRY)
         if self.options["harmonics"]:  # the log radius's mean, and the cosine and sine of each wave
-            waves = int(self.options["harmonics"])
-            self.corners = torch.nn.Parameter(torch.zeros(count, 1 + 2 * waves, device=self.device))
+            waves = torch.arange(1, int(self.options["harmonics"]) + 1, device=self.device).float()
+            at, self.even = turn[:, None] * waves, turn  # the corners' angles, evenly around
+            self.waves = torch.cat([torch.ones_like(turn)[:, None], torch.cos(at) / waves, torch.sin(at) / waves], 1)
+            self.corners = torch.nn.Parameter(torch.zeros(count, self.waves.shape[1], device=self.device))
             self.turn = torch.nn.Parameter(torch.zeros(count, device=self.device))
         elif self.options["radial"]:  # log radius (of 0.15) and the logits of the angles between corners
             self.corners = torch.nn.Parameter(torch.zeros(count, corners, 2, device=self.device))
@@ -317,13 +319,8 @@ class Polygons(Parameterization):
     def outlines(self) -> torch.Tensor:
         """The corners [count, corners, 2] in units of the longer side, (0, 0) the top left corner."""
         if self.options["harmonics"]:
-            waves = torch.arange(1, int(self.options["harmonics"]) + 1, device=self.device).float()
-            k = int(self.options["corners"])
-            turn = 2 * math.pi * torch.arange(k, device=self.device) / k
-            at = turn[:, None] * waves
-            shape = torch.cat([torch.ones_like(turn)[:, None], torch.cos(at) / waves, torch.sin(at) / waves], 1)
-            radius = 0.15 * torch.exp(self.corners @ shape.T * self.RADIUS)
-            angle = turn + (self.turn * self.TURN)[:, None]
+            radius = 0.15 * torch.exp(self.corners @ self.waves.T * self.RADIUS)
+            angle = self.even + (self.turn * self.TURN)[:, None]
         elif self.options["radial"]:
             radius = 0.15 * torch.exp(self.corners[..., 0] * self.RADIUS)
             k = self.corners.shape[1]  # each step between corners at most 0.45 of a turn, the centre stays in
