@@ -103,3 +103,29 @@ def test_a_made_picture_that_matches_a_caption_costs_the_model():
     unlike = train.contrastive_loss(torch.cat([image, -text[:1]]), text, scale, texts)
     like = train.contrastive_loss(torch.cat([image, text[:1]]), text, scale, texts)
     assert plain < unlike < like
+
+
+def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_drawings():
+    """`--fool-drawing`: the pool's pictures are polygon drawings moved by their own optimisers; the model's
+    weights get no gradient from making them, and what the training is shown is what the drawings show."""
+    net, (encode_image, encode_text) = trained_at_init()
+    pool = train.FooledDrawings(6, 64, seed=0, picture_size=96, turn=30)
+
+    def similarity(images, captions):
+        with torch.no_grad():
+            return (F.normalize(encode_image(images), dim=-1)
+                    * F.normalize(encode_text([c.text() for c in captions]), dim=-1)).sum(-1)
+
+    def shown(index):
+        with torch.no_grad():
+            return pool._shown(torch.stack([pool.drawings[i][0].image() for i in index]))
+
+    start = shown(range(6))
+    made, captions = pool.step(net, 6, 20, encode_text)
+    order = [pool.captions.index(c) for c in captions]
+    gain = similarity(made, captions) - similarity(start[order], captions)
+    assert (gain > 0).sum() >= 5 and gain.mean() > 0.1, gain
+    assert torch.equal(made, shown(order)) and made.shape[-1] == 64
+    assert all(p.grad is None for p in net.parameters())
+    drawing = pool.drawings[order[0]][0]
+    assert isinstance(drawing, train.Polygons) and drawing.options["squash"] == "tanh"

@@ -33,11 +33,13 @@ import torch.nn.functional as F
 from ..critic import mini
 from ..critic.views import OPENAI_MEAN, OPENAI_STD
 from ..image.geometry import turn
+from ..image.parameterizations import Polygons
 from ..image.transforms import blur_each
 from . import evaluate, world
 
 FOOL_STEP = 0.02  # each step of the optimiser-made pictures moves their pixels by this much (RMS)
 FOOL_POOL, FOOL_RESTART = 4, 0.01  # pool size (times the pictures per step); share started again per use
+DRAWING_LR = 0.0015  # Adam's step of the drawings of `--fool-drawing` (CLIPig's `learnrate: .15` of them)
 SHAPE_TWINS = 0.5  # share of the one-word twins that differ in the shape
 PROBES = {"shape": world.SHAPES, "colour": tuple(world.COLOURS), "background": tuple(world.COLOURS),
           "size": tuple(world.SIZES), "place": tuple(world.PLACES), "count": (1, 2, 3),
@@ -223,6 +225,45 @@ class Fooled:
         return F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
 
 
+class FooledDrawings(Fooled):
+    """The pool as drawings (`--fool-drawing`): each picture three polygons over a background colour, the
+    drawing CLIPig's `parameterization: polygons` (squashed by tanh) renders, moved by Adam at that
+    drawing's step size (`learnrate: .15`), its colours started from noise as a render's `init: {std: .3}`. A
+    model trained against them learns what a drawing that only looks like its caption to it lacks."""
+
+    def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0, turn: float = 10.0):
+        super().__init__(size, image_size, seed, picture_size, turn)
+        self.drawings = [self._drawing() for _ in range(size)]
+
+    def _drawing(self):
+        side = self.images.shape[-1]
+        canvas = Polygons(side, side, "cpu", squash="tanh", count=3, corners=12, softness=1.0, radial=False,
+                          harmonics=0)
+        canvas.set_image((0.5 + 0.3 * torch.randn(3, side, side, generator=self.g)).clamp(0, 1))
+        return canvas, torch.optim.Adam(canvas.parameters(), lr=DRAWING_LR)
+
+    def step(self, model, count: int, steps: int, encode_text) -> tuple[torch.Tensor, list]:
+        index = torch.randperm(len(self.captions), generator=self.g)[:count]
+        for i in index[torch.rand(count, generator=self.g) < FOOL_RESTART].tolist():  # start again
+            self.captions[i], self.drawings[i] = world.sample_caption(self.rng), self._drawing()
+        captions, chosen = [self.captions[i] for i in index.tolist()], [self.drawings[i] for i in index.tolist()]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            text = F.normalize(encode_text([c.text() for c in captions]), dim=-1)
+        tensors = [t for canvas, _ in chosen for t in canvas.parameters()]
+        for _ in range(steps):
+            images = torch.stack([canvas.image() for canvas, _ in chosen])
+            loss = -(F.normalize(image_features(model, self.views(images)), dim=-1) * text).sum()
+            for tensor, grad in zip(tensors, torch.autograd.grad(loss, tensors)):
+                tensor.grad = grad
+            for _, optimizer in chosen:
+                optimizer.step()
+        model.train(was_training)
+        with torch.no_grad():
+            return self._shown(torch.stack([canvas.image() for canvas, _ in chosen])), captions
+
+
 def adversarial(model, images: torch.Tensor, text: torch.Tensor, texts: list[str], radius: float, steps: int,
                 g: torch.Generator) -> torch.Tensor:
     """The views moved, each within an L2 ball (pixels in [0, 1]) of a radius drawn from 0..`radius`, to
@@ -285,7 +326,7 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    fooled = (Fooled(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
+    fooled = ((FooledDrawings if args.fool_drawing else Fooled)(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
               if args.fooled else None)
     encode_text = encoders(model, compact, tokenize)[1]
     start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
@@ -349,6 +390,7 @@ def train(args) -> dict:
     info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
             "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
             "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size, "fool_turn": args.fool_turn,
+            "fool_drawing": args.fool_drawing,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -448,6 +490,8 @@ def parser() -> argparse.ArgumentParser:
         "through shifted and turned views resized to the input (default: the input size, noisy views only)"))
     p.add_argument("--fool-turn", type=float, default=10.0, metavar="DEGREES", help=(
         "those views of pictures of another size are turned by up to this many degrees (default 10)"))
+    p.add_argument("--fool-drawing", action="store_true", help=(
+        "those pictures are drawings of three polygons, as `parameterization: polygons` renders (default: pixels)"))
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training (default 2)")
     p.add_argument("--workers", type=int, default=1, help=(
         "processes that draw the next batches meanwhile (default 1; 0: the training draws them itself). "
