@@ -326,7 +326,8 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    fooled = ((FooledDrawings if args.fool_drawing else Fooled)(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
+    pool = FooledDrawings if args.fool_drawing else Fooled
+    fooled = (pool(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
               if args.fooled else None)
     encode_text = encoders(model, compact, tokenize)[1]
     start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
