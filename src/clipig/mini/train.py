@@ -199,14 +199,23 @@ class Fooled:
     def step(self, model, count: int, steps: int, encode_text) -> tuple[torch.Tensor, list]:
         """`count` pictures of the pool, each moved `steps` steps further; (pictures, their captions)."""
         index = torch.randperm(len(self.captions), generator=self.g)[:count]
-        for i in index[torch.rand(count, generator=self.g) < FOOL_RESTART].tolist():  # start again from noise
+        for i in index[torch.rand(count, generator=self.g) < FOOL_RESTART].tolist():  # start again
             self.captions[i] = world.sample_caption(self.rng)
-            self.images[i] = self._noise(1, self.images.shape[-1])[0]
+            self._restart(i)
         captions = [self.captions[i] for i in index.tolist()]
         was_training = model.training
         model.eval()
         with torch.no_grad():
             text = F.normalize(encode_text([c.text() for c in captions]), dim=-1)
+        made = self._moved(model, index, text, steps)
+        model.train(was_training)
+        return made, captions
+
+    def _restart(self, i: int) -> None:
+        self.images[i] = self._noise(1, self.images.shape[-1])[0]
+
+    def _moved(self, model, index: torch.Tensor, text: torch.Tensor, steps: int) -> torch.Tensor:
+        """The pictures `index` moved `steps` steps towards their captions' features `text`, as shown."""
         images = self.images[index]
         for _ in range(steps):
             images.requires_grad_(True)
@@ -214,9 +223,8 @@ class Fooled:
                                         images)
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
             images = (images.detach() + FOOL_STEP * grad / rms).clamp(0, 1)
-        model.train(was_training)
         self.images[index] = images
-        return self._shown(images), captions
+        return self._shown(images)
 
     def _shown(self, images: torch.Tensor) -> torch.Tensor:
         """Pictures at the model's input size (bilinear, antialiased)."""
@@ -242,15 +250,11 @@ class FooledDrawings(Fooled):
         canvas.set_image((0.5 + 0.3 * torch.randn(3, side, side, generator=self.g)).clamp(0, 1))
         return canvas, torch.optim.Adam(canvas.parameters(), lr=DRAWING_LR)
 
-    def step(self, model, count: int, steps: int, encode_text) -> tuple[torch.Tensor, list]:
-        index = torch.randperm(len(self.captions), generator=self.g)[:count]
-        for i in index[torch.rand(count, generator=self.g) < FOOL_RESTART].tolist():  # start again
-            self.captions[i], self.drawings[i] = world.sample_caption(self.rng), self._drawing()
-        captions, chosen = [self.captions[i] for i in index.tolist()], [self.drawings[i] for i in index.tolist()]
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            text = F.normalize(encode_text([c.text() for c in captions]), dim=-1)
+    def _restart(self, i: int) -> None:
+        self.drawings[i] = self._drawing()
+
+    def _moved(self, model, index: torch.Tensor, text: torch.Tensor, steps: int) -> torch.Tensor:
+        chosen = [self.drawings[i] for i in index.tolist()]
         tensors = [t for canvas, _ in chosen for t in canvas.parameters()]
         for _ in range(steps):
             images = torch.stack([canvas.image() for canvas, _ in chosen])
@@ -259,9 +263,8 @@ class FooledDrawings(Fooled):
                 tensor.grad = grad
             for _, optimizer in chosen:
                 optimizer.step()
-        model.train(was_training)
         with torch.no_grad():
-            return self._shown(torch.stack([canvas.image() for canvas, _ in chosen])), captions
+            return self._shown(torch.stack([canvas.image() for canvas, _ in chosen]))
 
 
 def adversarial(model, images: torch.Tensor, text: torch.Tensor, texts: list[str], radius: float, steps: int,
