@@ -40,9 +40,12 @@ def test_an_ensembles_similarity_is_the_weighted_mean_of_its_models():
 
 
 @pytest.mark.slow
-def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys):
+def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys, tmp_path):
     from clipig.bench.speed import main
-    assert main(["--quality", "plain", "fft", "ensemble", "coarse-to-fine", "--epochs", "2"]) == 0
+    prompts = tmp_path / "prompts.txt"  # 2 prompts keep it short
+    prompts.write_text("a red circle on a blue background\ntwo green squares on a white background\n")
+    assert main(["--quality", "plain", "fft", "ensemble", "coarse-to-fine", "--epochs", "2",
+                 "--prompts", str(prompts)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("|") and re.search(r"\d%", line)]
     assert [r.split("|")[1].strip() for r in rows] == ["plain", "fft", "ensemble", "coarse-to-fine", "drawn"]

@@ -361,12 +361,17 @@ def _assert_same(plain, fast, pixels, feature_tol, grad_tol, autocast=False):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
 def test_vit_fast_path_gives_the_same_features_and_pixel_gradients(arch):
-    plain, fast, changed = _plain_and_fast(lambda: critic.random_model(parse(f"random:{arch}"))[0])
+    def build():  # ViT-B-32's widths and heads, 3 of its 12 blocks: what holds for one block holds for each
+        model = critic.random_model(parse(f"random:{arch}"))[0]
+        model.visual.transformer.resblocks = model.visual.transformer.resblocks[:3]
+        return model
+
+    plain, fast, changed = _plain_and_fast(build)
     blocks = len(plain.visual.transformer.resblocks)
     assert changed == ["patch embedding as matmul", "final projection per run",
                        f"{blocks} attention blocks with one in-projection + SDPA",
                        f"{2 * blocks} layers with bf16 weights cast once"]  # the MLPs' two layers
-    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))  # 2: bf16 may be emulated
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     _assert_same(plain, fast, pixels, 1e-5, 1e-4)  # float32 rounding: measured 8e-7 and 2e-6 (ViT-B-32)
     _assert_same(plain, fast, pixels, 0.05, 0.1, autocast=True)  # bf16 autocast: measured 0.010 and 0.012
     assert list(plain.state_dict()) == list(fast.state_dict())  # the same parameters under the same names

@@ -61,7 +61,7 @@ def check(caption: world.Caption, image: np.ndarray) -> None:
 def test_captions_say_what_the_pixels_show():
     rng = np.random.default_rng(7)
     kinds = set()
-    for _ in range(120):
+    for _ in range(60):
         caption, scene = world.sample(rng)
         kinds.add(caption.kind)
         check(caption, world.render(scene, SIZE))
@@ -129,7 +129,7 @@ def test_shapes_shown_reads_the_shapes_of_drawn_scenes():
     """The reader the quality benchmark and the first image's test use: drawn scenes of random captions,
     resized from 64 pixels as renders are, show their caption's shapes, and never another shape's caption."""
     rng, shown, wrong, read = np.random.default_rng(3), 0, 0, 0
-    for _ in range(40):
+    for _ in range(24):
         caption, scene = world.sample(rng)
         image = world.render(scene, 64)
         if shapes_shown(image, caption) is None:
@@ -138,4 +138,4 @@ def test_shapes_shown_reads_the_shapes_of_drawn_scenes():
         read += 1
         shown += shapes_shown(image, caption)
         wrong += shapes_shown(image, world.variants(caption, "shape")[0])
-    assert read > 35 and shown >= 0.95 * read and wrong == 0, (read, shown, wrong)
+    assert read > 20 and shown >= 0.95 * read and wrong == 0, (read, shown, wrong)
