@@ -76,6 +76,9 @@ ROWS = {
     "polygons-starts-ensemble": ("polygons", ENSEMBLE + "\n" + STARTS),
     # smooth outlines: each polygon's log radius a sum of 8 waves, 32 corners evenly around (`harmonics`)
     "polygons-smooth-ensemble": ("polygons", ENSEMBLE + "\n" + SMOOTH),
+    # smooth outlines, every view shifted by one random colour (docs/quality.md, "Colour jitter")
+    "jitter": ("jitter", ""),
+    "jitter-ensemble": ("jitter", ENSEMBLE),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (
