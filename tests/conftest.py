@@ -1,9 +1,10 @@
 """Shared fixtures: the tiny random CLIP, the shipped mini critics and a helper to run small experiments."""
 
+import clipig  # noqa: F401, I001  (before torch: it makes OpenMP's idle threads sleep, set before torch loads)
+
 import pytest
 import torch
 
-import clipig  # noqa: F401  (first: it makes OpenMP's idle threads sleep, which must be set before torch loads)
 from clipig.config.loader import load
 from clipig.critic import precision
 from clipig.critic.models import load_critic
