@@ -361,7 +361,7 @@ def _assert_same(plain, fast, pixels, feature_tol, grad_tol, autocast=False):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
 def test_vit_fast_path_gives_the_same_features_and_pixel_gradients(arch):
-    def build():  # ViT-B-32's widths and heads, 3 of its 12 blocks: what holds for one block holds for each
+    def build():  # the architecture's widths and heads, at most 3 blocks: what holds for one holds for each
         model = critic.random_model(parse(f"random:{arch}"))[0]
         model.visual.transformer.resblocks = model.visual.transformer.resblocks[:3]
         return model
