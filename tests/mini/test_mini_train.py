@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from clipig.critic import mini
 from clipig.critic.models import load_critic
-from clipig.mini import evaluate, train, world
+from clipig.mini import evaluate, reading, train, world
 
 
 def trained_at_init():
@@ -25,7 +25,7 @@ def weights(path):
 @pytest.mark.slow
 def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
     argv = ["--seed", "5", "--steps", "2", "--batch", "8", "--threads", "1", "--eval-scenes", "4",
-            "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--log-every", "1"]
+            "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--misshapen", "2", "--log-every", "1"]
     for name, workers in (("a.pt", "1"), ("b.pt", "0")):  # batches drawn by a worker process or by the training
         assert train.main([*argv, "--workers", workers, "-o", str(tmp_path / name)]) == 0
     assert train.main([*argv[:1], "6", *argv[2:], "-o", str(tmp_path / "c.pt")]) == 0
@@ -129,3 +129,20 @@ def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_
     assert all(p.grad is None for p in net.parameters())
     drawing = pool.drawings[order[0]][0]
     assert isinstance(drawing, train.Polygons) and drawing.options["squash"] == "tanh"
+
+
+def test_misshapen_twins_keep_the_scene_and_lose_its_shapes():
+    """`--misshapen`: each twin is its drawn scene with the things warped; the pixel reader finds the
+    caption's shapes in the drawn scenes and in few twins, while the twin keeps its scene's colours."""
+    drawn, masks, captions, odd = train.misshapen(seed=1, step=0, count=24, image_size=64)
+    assert drawn.shape == odd.shape == (24, 3, 64, 64) and masks.shape == (24, 1, 64, 64) and len(captions) == 24
+
+    def shown(images):
+        return [reading.shapes_shown((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), caption)
+                for image, caption in zip(images, captions)]
+    judged = [(a, b) for a, b in zip(shown(drawn), shown(odd)) if a is not None]
+    assert all(a for a, _ in judged) and sum(b for _, b in judged) <= len(judged) // 4, judged
+    changed = (drawn - odd).abs().amax(1) > 0.1
+    assert 0.005 < changed.float().mean() < 0.2  # the things' edges moved, the rest of the scene is as it was
+    corners = [(0, 0), (0, -1), (-1, 0), (-1, -1)]
+    assert all(torch.equal(drawn[:, :, y, x], odd[:, :, y, x]) for y, x in corners)

@@ -41,6 +41,7 @@ FOOL_STEP = 0.02  # each step of the optimiser-made pictures moves their pixels 
 FOOL_POOL, FOOL_RESTART = 4, 0.01  # pool size (times the pictures per step); share started again per use
 DRAWING_LR = 0.0015  # Adam's step of the drawings of `--fool-drawing` (CLIPig's `learnrate: .15` of them)
 SHAPE_TWINS = 0.5  # share of the one-word twins that differ in the shape
+WARP = (0.15, 0.4)  # `--misshapen`: the range of the largest relative change of a thing's radius
 PROBES = {"shape": world.SHAPES, "colour": tuple(world.COLOURS), "background": tuple(world.COLOURS),
           "size": tuple(world.SIZES), "place": tuple(world.PLACES), "count": (1, 2, 3),
           "texture": ("striped", "plain"), "shape2": world.SHAPES, "colour2": tuple(world.COLOURS)}
@@ -97,22 +98,75 @@ def uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
+def warped(rng: np.random.Generator):
+    """An outline function like `world.outline` whose things have no shape of the world: the outline,
+    taken at many points, with each point's distance from the centre changed by a few random waves (two to
+    five a turn: an oval, a dent, a bulge) or, half the time for shapes with corners, drawn most of the way
+    towards the circle of the same mean radius (corners rounded off, arms shortened)."""
+    waves = rng.normal(size=(2, 4)) / np.arange(2, 6)
+    size = rng.uniform(*WARP)
+    rounding = rng.uniform(0.6, 1.0) if rng.random() < 0.5 else 0.0
+
+    def outline_of(thing: world.Thing, side: float) -> list[tuple[float, float]]:
+        points = np.array(world.outline(thing, side))
+        edges = np.roll(points, -1, 0) - points
+        steps = np.maximum(1, np.ceil(np.linalg.norm(edges, axis=1) / (thing.radius * side * 0.05))).astype(int)
+        dense = np.concatenate([p + np.linspace(0, 1, k, endpoint=False)[:, None] * e
+                                for p, e, k in zip(points, edges, steps)])
+        offset = dense - np.array([thing.x, thing.y]) * side
+        radius, angle = np.hypot(*offset.T), np.arctan2(offset[:, 1], offset[:, 0])
+        if rounding and thing.shape != "circle":
+            radius = (1 - rounding) * radius + rounding * radius.mean()
+        else:
+            k = np.arange(2, 6)[:, None]
+            wave = (waves[0, :, None] * np.cos(k * angle) + waves[1, :, None] * np.sin(k * angle)).sum(0)
+            radius = radius * np.exp(size * wave / np.abs(wave).max())
+        return list(map(tuple, offset / np.hypot(*offset.T)[:, None] * radius[:, None]
+                        + np.array([thing.x, thing.y]) * side))
+    return outline_of
+
+
+def misshapen(seed: int, step: int, count: int, image_size: int):
+    """(drawn scenes [N, 3, S, S], their coverage, their Captions, the same scenes with `warped` things): the
+    model learns that a thing of no shape of the world is no picture of its caption, however right its
+    colours and place."""
+    rng = np.random.default_rng([seed, step, 3])
+    captions = [world.sample_caption(rng) for _ in range(count)]
+    scenes = [world.scene_for(c, rng) for c in captions]
+    drawn = [world.render(scene, image_size, with_mask=True) for scene in scenes]
+    odd = [world.render(scene, image_size, outline_of=warped(rng)) for scene in scenes]
+    return (torch.stack([evaluate.to_tensor(image) for image, _ in drawn]),
+            torch.stack([torch.from_numpy(mask) for _, mask in drawn])[:, None], captions,
+            torch.stack([evaluate.to_tensor(image) for image in odd]))
+
+
 class Batches(torch.utils.data.Dataset):
     """Step `i`'s batch, drawn and augmented from the seed and `i` alone: a DataLoader's worker process
     draws the next batches while the model trains on this one."""
 
-    def __init__(self, seed: int, steps: int, size: int, image_size: int, augmented: bool):
+    def __init__(self, seed: int, steps: int, size: int, image_size: int, augmented: bool, misshapen: int = 0):
         self.seed, self.steps, self.size, self.image_size, self.augmented = seed, steps, size, image_size, augmented
+        self.misshapen = misshapen
 
     def __len__(self) -> int:
         return self.steps
 
     def __getitem__(self, step: int):
+        """(captioned images, their coverage, their Captions, images of no caption): the last `misshapen`
+        captioned images are scenes of which the images of no caption are `warped` twins."""
         images, masks, captions, placed = batch(self.seed, step, self.size, self.image_size)
+        odd = torch.zeros(0, *images.shape[1:])
+        if self.misshapen:
+            scenes, covers, more, odd = misshapen(self.seed, step, self.misshapen, self.image_size)
+            images, masks, captions = torch.cat([images, scenes]), torch.cat([masks, covers]), [*captions, *more]
+            placed = torch.cat([placed, torch.tensor([c.place is not None for c in more])])
         if self.augmented:
             seed = int(np.random.SeedSequence([self.seed, step, 2]).generate_state(1)[0])
-            images, masks = augment(images, masks, placed, torch.Generator().manual_seed(seed))
-        return images, masks, captions
+            n = len(images)
+            images, masks = augment(torch.cat([images, odd]), torch.cat([masks, torch.zeros_like(odd[:, :1])]),
+                                    torch.cat([placed, placed[n - len(odd):]]), torch.Generator().manual_seed(seed))
+            images, masks, odd = images[:n], masks[:n], images[n:]
+        return images, masks, captions, odd
 
 
 def _as_is(item):
@@ -333,10 +387,11 @@ def train(args) -> dict:
     fooled = (pool(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
               if args.fooled else None)
     encode_text = encoders(model, compact, tokenize)[1]
-    start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], []
-    batches = torch.utils.data.DataLoader(Batches(args.seed, args.steps, args.batch, size["image_size"], args.augment),
+    start, cpu_start, running, gaps = time.monotonic(), cpu_seconds(), [], {}
+    batches = torch.utils.data.DataLoader(Batches(args.seed, args.steps, args.batch, size["image_size"], args.augment,
+                                                  args.misshapen),
                                           batch_size=None, collate_fn=_as_is, num_workers=args.workers)
-    for step, (images, masks, captions) in enumerate(batches):
+    for step, (images, masks, captions, odd) in enumerate(batches):
         made = torch.zeros(0, *images.shape[1:])
         if fooled:  # optimiser-made pictures, and drawn scenes of their captions beside them
             made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encode_text)
@@ -351,15 +406,17 @@ def train(args) -> dict:
         text = model.encode_text(tokens)
         if args.adversarial:
             images = adversarial(model, images, text, texts, args.adversarial, args.adversarial_steps, g)
-        features = model.visual((torch.cat([images, made]) - _mean()) / _std())
+        features = model.visual((torch.cat([images, made, odd]) - _mean()) / _std())
         features, patches = features if args.coverage else (features, None)
         loss = contrastive_loss(features, text, model.logit_scale.exp(), texts)
         image = features[:len(captions)]
-        if fooled:  # made pictures' similarity to their captions minus drawn scenes' (printed)
-            with torch.no_grad():
-                sims = 100 * (F.normalize(features[-2 * len(made):], dim=-1)
-                              * F.normalize(text[-len(made):], dim=-1).repeat(2, 1)).sum(-1)
-                gaps.append(float(sims[len(made):].mean() - sims[:len(made)].mean()))
+        with torch.no_grad():  # pictures of no caption: similarity to their captions minus drawn scenes' (printed)
+            for name, first, count, at in (("made", len(captions) - len(made), len(made), len(captions)),
+                                           ("odd", len(masks) - len(odd), len(odd), len(captions) + len(made))):
+                if count:
+                    pair = F.normalize(features[[*range(first, first + count), *range(at, at + count)]], dim=-1)
+                    sims = 100 * (pair * F.normalize(text[first:first + count], dim=-1).repeat(2, 1)).sum(-1)
+                    gaps.setdefault(name, []).append(float(sims[count:].mean() - sims[:count].mean()))
         if args.coverage:
             loss = loss + args.coverage * coverage_loss(cover, patches[:len(masks)], masks, size["patch_size"])
         if args.probes:
@@ -373,9 +430,10 @@ def train(args) -> dict:
         running.append(float(loss.detach()))
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             print(f"step {step + 1}/{args.steps}  loss {np.mean(running):.3f}  scale "
-                  f"{model.logit_scale.exp().item():.1f}" + (f"  made-drawn {np.mean(gaps):+.1f}" if gaps else "")
+                  f"{model.logit_scale.exp().item():.1f}"
+                  + "".join(f"  {name}-drawn {np.mean(values):+.1f}" for name, values in gaps.items())
                   + f"  {time.monotonic() - start:.0f} s", flush=True)
-            running, gaps = [], []
+            running, gaps = [], {}
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             model.eval()
             model.visual.output_tokens = False
@@ -394,7 +452,7 @@ def train(args) -> dict:
     info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
             "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
             "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size, "fool_turn": args.fool_turn,
-            "fool_drawing": args.fool_drawing,
+            "fool_drawing": args.fool_drawing, "misshapen": args.misshapen,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -496,6 +554,9 @@ def parser() -> argparse.ArgumentParser:
         "those views of pictures of another size are turned by up to this many degrees (default 10)"))
     p.add_argument("--fool-drawing", action="store_true", help=(
         "those pictures are drawings of three polygons, as `parameterization: polygons` renders (default: pixels)"))
+    p.add_argument("--misshapen", type=int, default=0, metavar="N", help=(
+        "also show N drawn scenes per step beside twins whose things have no shape of the world (warped "
+        "outlines), the twins as pictures of no caption (default 0: none)"))
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training (default 2)")
     p.add_argument("--workers", type=int, default=1, help=(
         "processes that draw the next batches meanwhile (default 1; 0: the training draws them itself). "

@@ -272,21 +272,22 @@ def outline(thing: Thing, size: float) -> list[tuple[float, float]]:
             for d, a in points]
 
 
-def render(scene: Scene, size: int, with_mask: bool = False):
+def render(scene: Scene, size: int, with_mask: bool = False, outline_of=outline):
     """The scene as an [size, size, 3] uint8 array (drawn at SUPERSAMPLE times the size, then reduced);
-    `with_mask`: also the [size, size] float coverage of the things (0: background, 1: a thing's colour)."""
+    `with_mask`: also the [size, size] float coverage of the things (0: background, 1: a thing's colour).
+    `outline_of(thing, size)` draws the things (another one: things of no shape of the world)."""
     big = size * SUPERSAMPLE
     image = Image.new("RGB", (big, big), scene.background)
     cover = Image.new("L", (big, big), 0)
     for thing in scene.things:
         mask = Image.new("L", (big, big), 0)
-        ImageDraw.Draw(mask).polygon(outline(thing, big), fill=255)
+        ImageDraw.Draw(mask).polygon(outline_of(thing, big), fill=255)
         if thing.striped:  # diagonal stripes inside an outline, in the thing's colour
             half = max(1, round(thing.radius * big * 0.35))
             yy, xx = np.mgrid[0:big, 0:big]
             stripes = np.where(((xx + yy) // half) % 2 == 0, np.asarray(mask), 0).astype(np.uint8)
             mask = Image.fromarray(stripes)
-            ImageDraw.Draw(mask).polygon(outline(thing, big), outline=255, width=max(1, round(half * 0.45)))
+            ImageDraw.Draw(mask).polygon(outline_of(thing, big), outline=255, width=max(1, round(half * 0.45)))
         image.paste(thing.colour, (0, 0), mask)
         cover.paste(255, (0, 0), mask)
     pixels = np.asarray(image.reduce(SUPERSAMPLE))
