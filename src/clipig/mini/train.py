@@ -113,7 +113,8 @@ def warped(rng: np.random.Generator):
         steps = np.maximum(1, np.ceil(np.linalg.norm(edges, axis=1) / (thing.radius * side * 0.05))).astype(int)
         dense = np.concatenate([p + np.linspace(0, 1, k, endpoint=False)[:, None] * e
                                 for p, e, k in zip(points, edges, steps)])
-        offset = dense - np.array([thing.x, thing.y]) * side
+        centre = np.array([thing.x, thing.y]) * side
+        offset = dense - centre
         radius, angle = np.hypot(*offset.T), np.arctan2(offset[:, 1], offset[:, 0])
         if rounding and thing.shape != "circle":
             radius = (1 - rounding) * radius + rounding * radius.mean()
@@ -121,8 +122,7 @@ def warped(rng: np.random.Generator):
             k = np.arange(2, 6)[:, None]
             wave = (waves[0, :, None] * np.cos(k * angle) + waves[1, :, None] * np.sin(k * angle)).sum(0)
             radius = radius * np.exp(size * wave / np.abs(wave).max())
-        return list(map(tuple, offset / np.hypot(*offset.T)[:, None] * radius[:, None]
-                        + np.array([thing.x, thing.y]) * side))
+        return list(map(tuple, centre + offset / np.hypot(*offset.T)[:, None] * radius[:, None]))
     return outline_of
 
 
