@@ -41,13 +41,15 @@ run: $(STAMP)
 	@echo "With the real CLIP (downloads ViT-B/32 once, then renders on this machine):"
 	@echo "  $(VENV)/bin/clipig examples/05-curly-handle.yaml -o out/"
 
-# The slowest tests are named at the end, so a slow machine shows where its time went.
+# One worker per usable core (tests/conftest.py counts them); the slowest tests are named at the end, so a
+# slow machine shows where its time went.
+XDIST := -n auto --dist worksteal
 test: $(TEST_STAMP)
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest $(XDIST) --durations=15
 
 # The edit-run loop: every test but the slow ones and those that drive a browser, in under two minutes.
 test-fast: $(PYTEST_STAMP)
-	$(PY) -m pytest -m "not slow and not browser"
+	$(PY) -m pytest $(XDIST) -m "not slow and not browser"
 
 bench: $(STAMP)
 	$(PY) -m clipig.bench

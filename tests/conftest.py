@@ -49,3 +49,10 @@ def make_engine(text: str, *overrides: str, listeners=()):
     config = load(texts=[text], overrides=["model=random:tiny", "device=cpu", "verbose=0", "seed=0",
                                            *overrides])
     return open_run(config, list(listeners))
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (make test): a worker per core this process may use, the container's CPU quota counted, as
+    CLIPig counts them for its threads (xdist alone would count the host's cores)."""
+    from clipig.run.threads import usable_cores
+    return usable_cores()
