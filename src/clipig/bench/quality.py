@@ -43,6 +43,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "quality"
 ENSEMBLE = "model: [mini, mini-2]"  # the two rendering critics of the mini world
 STARTS = "starts: {count: 4, epochs: 40}"
 SMOOTH = "parameterization: {type: polygons, squash: tanh, harmonics: 8, corners: 32}"
+RESIDUAL = "residual_gradient: .5"  # the skip gradient method
 DENSE = "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"  # DAS's pyramid
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
 ROWS = {
@@ -79,6 +80,9 @@ ROWS = {
     # smooth outlines, every view shifted by one random colour (docs/quality.md, "Colour jitter")
     "jitter": ("jitter", ""),
     "jitter-ensemble": ("jitter", ENSEMBLE),
+    # the jitter with half the gradient through the critics' residual branches (docs/quality.md, "Residual")
+    "residual": ("jitter", RESIDUAL),
+    "residual-ensemble": ("jitter", ENSEMBLE + "\n" + RESIDUAL),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (

@@ -26,6 +26,10 @@ def at_least(n):
     return lambda v: None if all(x >= n for x in (v if isinstance(v, list) else [v])) else f"must be at least {n}"
 
 
+def between(lo, hi):
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
 def timing(what: str, groups=TIME) -> dict[str, Param]:
     """`start` and `end` of a target, feature, transform, post-processing entry or constraint (whose bounds
     may read the variables of its `groups`); `timing.is_on` reads them."""

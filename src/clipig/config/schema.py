@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .errors import ConfigError, warn
-from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, timing
+from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, between, timing
 from .registry import CONSTRAINTS, PARAMETERIZATIONS, TRANSFORMS, PluginSpec, Registry
 from .values import Param, Value, suggest
 
@@ -228,9 +228,19 @@ def build_schema() -> Section:
             "2` the statistics show each model's similarity under the feature.")),
         "device": Param("str", "auto", doc="`auto` (CUDA if available), `cpu`, `cuda`, `cuda:1`, ..."),
         "precision": Param("str", "auto", choices=("auto", "fp32", "bf16", "fp16"), doc=(
-            "Arithmetic of the CLIP pass: `auto` is fp32 on CPU and mixed precision (fp16) on CUDA. `bf16` "
-            "is mixed precision with bfloat16: on CPUs with bf16 instructions (AVX-512 BF16, AMX) it makes the "
-            "CLIP pass about 2.5x faster; images differ from fp32 only in the fine grain.")),
+            "Arithmetic of the CLIP pass: `auto` is bf16 on CPUs with bf16 instructions (AVX-512 BF16, AMX), "
+            "fp32 on other CPUs, and mixed precision (fp16) on CUDA. `bf16` is mixed precision with bfloat16: on "
+            "CPUs with bf16 instructions it makes the CLIP pass about 2.5x faster (elsewhere it is emulated and "
+            "slower than fp32); images differ from fp32 only in the fine grain, and judged by the quality "
+            "benchmark they are as good (docs/benchmarks.md). `fp32` gives the original's arithmetic.")),
+        "residual_gradient": Param("float", 1.0, groups=TIME, check=between(0, 1), doc=(
+            "A factor on the gradient that flows back through the residual branches of the models' image towers "
+            "(a ViT's attention and MLP blocks, a ResNet's bottlenecks); the features are not changed. Below 1, "
+            "more of the gradient takes the skip connections, and a picture that convinces the critic convinces "
+            "other models more often too (the skip gradient method of adversarial transfer, Wu et al. 2020): "
+            "with the mini critics `.5` raised the referee's top-1 from 35% to 48% (see quality.md). 1, the "
+            "default, is the plain gradient. It may change over time, e.g. `.5 + .5 * t`. Every model needs "
+            "residual blocks CLIPig knows (open_clip's vision transformers and ResNets).")),
         "compile": Param("bool", False, doc=(
             "Compile the CLIP image tower with `torch.compile`. The first epoch then takes longer (about 15 s "
             "for ViT-B/32 on 2 CPU cores) and every new batch size compiles again; on the CPU it measured at "

@@ -8,7 +8,7 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-from . import fast_vision
+from . import fast_vision, residual
 from .images import load_image, source_key
 from .views import OPENAI_MEAN, OPENAI_STD, Shown, seen
 from .weights import ModelError, one_line
@@ -22,6 +22,7 @@ class Critic:
         self.name, self.device, self.tokenizer = name, torch.device(device), tokenizer
         self.model = model.to(self.device).float().eval().requires_grad_(False)
         self.speedups = fast_vision.speed_up(self.model.visual)
+        self.residual_branches = residual.install(self.model.visual)  # for `residual_gradient`
         size = model.visual.image_size
         self.input_size = int(size if isinstance(size, int) else size[0])
         cfg = getattr(model.visual, "preprocess_cfg", None) or {}

@@ -16,6 +16,7 @@ from ..config.errors import ConfigError
 from ..config.expressions import drawing_from, learnrate_variables, resolution_variables, time_variables
 from ..config.timing import is_on
 from ..critic.critic import Ensemble
+from ..critic.residual import residual_gradient
 from ..critic.precision import autocast, resolve
 from ..critic.views import Shown
 from ..image.parameterizations import create, rebuilt
@@ -88,6 +89,8 @@ class Engine:
                              and all(v.is_constant for v in config.parameterization.params.values()))
         self.optimizer = self._optimizer()
         self.autocast = self._autocast(config.precision())
+        self.residual = 1.0  # the epoch's `residual_gradient`
+        self._check_residual()
         self.passes = Passes(config.views_per_pass(), self.autocast, self.precision)
         self.guard = Guard(self._keep, self._restore, lambda: list(self.canvas.parameters()),
                            deferred=self.device.type == "cuda")
@@ -107,6 +110,16 @@ class Engine:
             raise ConfigError("fp16 is only available on CUDA; use bf16 or fp32 on the CPU", "precision"
                               ).located(*self.config.precision.loc)
         return autocast(self.precision, self.device)
+
+    def _check_residual(self) -> None:
+        param = self.config.residual_gradient
+        if param.is_constant and param() == 1.0:
+            return
+        for critic in self.critic.critics:
+            if not critic.residual_branches:
+                raise ConfigError(f"model {critic.name!r} has no residual blocks CLIPig knows (open_clip's vision "
+                                  "transformers and ResNets); leave residual_gradient at 1 for it",
+                                  "residual_gradient").located(*param.loc)
 
     def _canvas_at(self, epoch: int, picture: torch.Tensor | None = None):
         """The parameterization at an epoch's resolution, showing the start picture of `init`, or `picture`
@@ -205,6 +218,7 @@ class Engine:
         for group in self.optimizer.param_groups:
             group["lr"] = learnrate
         self.learnrate, self.learnrate_scale = learnrate, learnrate_scale
+        self.residual = config.residual_gradient(variables)
         self.guard.start()
         self.postprocess(variables)
 
@@ -246,10 +260,13 @@ class Engine:
         `owners`: the run each target belongs to, when several runs share the pass (see `Ensemble.encode`)."""
         compiled = self.config.compile()
 
+        def seen(critic, part, *parts):  # inside the checkpoint of a split pass, so its recomputation scales alike
+            with residual_gradient(self.residual):
+                return critic.encode_seen(part, compiled, *parts)
+
         def encode(critic, batches, parts):
             with self.autocast():
-                return self.passes.encode(lambda part, *parts: critic.encode_seen(part, compiled, *parts),
-                                          batches, critic, parts)
+                return self.passes.encode(lambda part, *parts: seen(critic, part, *parts), batches, critic, parts)
         return self.critic.encode(views, [t.uses for t in targets], encode=encode, owners=owners)
 
     def postprocess(self, variables: dict) -> None:

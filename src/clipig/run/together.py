@@ -83,6 +83,8 @@ def step(engines: list) -> dict:
     epochs, failed = {}, {}
     each(engines, failed, lambda e: epochs.__setitem__(e, e.prepare()))
     live = [e for e in engines if e not in failed]
+    if len({e.residual for e in live}) > 1:
+        raise ValueError("runs together need the same residual_gradient in each epoch")
     critiqued = [(n, target, shown) for n, e in enumerate(live) for target, shown in epochs[e].critiqued]
     if critiqued:
         owners, targets, shown = zip(*critiqued)
