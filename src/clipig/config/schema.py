@@ -237,10 +237,10 @@ def build_schema() -> Section:
             "A factor on the gradient that flows back through the residual branches of the models' image towers "
             "(a ViT's attention and MLP blocks, a ResNet's bottlenecks); the features are not changed. Below 1, "
             "more of the gradient takes the skip connections, and a picture that convinces the critic convinces "
-            "other models more often too (the skip gradient method of adversarial transfer, Wu et al. 2020): "
-            "with the mini critics `.5` raised the referee's top-1 from 35% to 48% (see quality.md). 1, the "
-            "default, is the plain gradient. It may change over time, e.g. `.5 + .5 * t`. Every model needs "
-            "residual blocks CLIPig knows (open_clip's vision transformers and ResNets).")),
+            "other models more often too (the skip gradient method of adversarial transfer, Wu et al. 2020; "
+            "measured with the mini critics in quality.md). 1, the default, is the plain gradient. It may change "
+            "over time, e.g. `.5 + .5 * t`. Every model needs residual blocks CLIPig knows (open_clip's vision "
+            "transformers and ResNets).")),
         "compile": Param("bool", False, doc=(
             "Compile the CLIP image tower with `torch.compile`. The first epoch then takes longer (about 15 s "
             "for ViT-B/32 on 2 CPU cores) and every new batch size compiles again; on the CPU it measured at "
