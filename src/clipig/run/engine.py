@@ -16,8 +16,8 @@ from ..config.errors import ConfigError
 from ..config.expressions import drawing_from, learnrate_variables, resolution_variables, time_variables
 from ..config.timing import is_on
 from ..critic.critic import Ensemble
-from ..critic.residual import residual_gradient
 from ..critic.precision import autocast, resolve
+from ..critic.residual import residual_gradient
 from ..critic.views import Shown
 from ..image.parameterizations import create, rebuilt
 from ..image.start import cover, initial_pixels
@@ -260,13 +260,13 @@ class Engine:
         `owners`: the run each target belongs to, when several runs share the pass (see `Ensemble.encode`)."""
         compiled = self.config.compile()
 
-        def seen(critic, part, *parts):  # inside the checkpoint of a split pass, so its recomputation scales alike
-            with residual_gradient(self.residual):
-                return critic.encode_seen(part, compiled, *parts)
-
         def encode(critic, batches, parts):
+            def seen(part, *parts):  # inside the checkpoint of a split pass, so its recomputation scales alike
+                with residual_gradient(self.residual):
+                    return critic.encode_seen(part, compiled, *parts)
+
             with self.autocast():
-                return self.passes.encode(lambda part, *parts: seen(critic, part, *parts), batches, critic, parts)
+                return self.passes.encode(seen, batches, critic, parts)
         return self.critic.encode(views, [t.uses for t in targets], encode=encode, owners=owners)
 
     def postprocess(self, variables: dict) -> None:
