@@ -1,4 +1,5 @@
-"""CPU threads for torch: all the cores this process may use by default, or `--threads N`."""
+"""CPU threads for torch: all the cores this process may use by default, or `--threads N`; and the allocator
+that keeps freed memory (`allocator`), set up at the same place by every entry point."""
 
 from __future__ import annotations
 
@@ -33,8 +34,12 @@ def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
 
 def configure(threads: int | None = None) -> int:
     """Set torch's thread count: `threads`, else torch's default (the cores of this process's affinity)
-    capped by a container's CPU quota: more threads than the quota allows wait for each other."""
+    capped by a container's CPU quota: more threads than the quota allows wait for each other. Also keeps
+    freed memory for reuse (`allocator`)."""
     import torch
+
+    from .allocator import keep_freed_memory
+    keep_freed_memory()
     if not threads:
         quota = cpu_quota()
         threads = min(torch.get_num_threads(), quota) if quota else None

@@ -1,0 +1,43 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clipig.run import allocator
+
+# a fresh process allocates and frees a 64 MiB tensor, then allocates it again: the page faults of the second
+# allocation say whether the freed pages were kept (a few) or handed back to the system (one per page)
+SCRIPT = """
+import json, resource, sys, torch
+from clipig.run import threads
+if sys.argv[1] == "configure":
+    threads.configure(1)
+x = torch.ones(1 << 24); del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(1 << 24)
+print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def faults(mode: str, **environ) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in allocator.USER_SETTINGS and k != "GLIBC_TUNABLES"}
+    result = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=120,
+                            env={**env, **environ}, check=True)
+    return json.loads(result.stdout.splitlines()[-1])["faults"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_every_entry_point_keeps_freed_memory_for_the_next_allocation():
+    plain, kept = faults("plain"), faults("configure")
+    assert plain > 1000  # 64 MiB of 4 KiB pages, touched afresh (the test is not blind)
+    assert kept < plain / 20
+    assert faults("configure", MALLOC_MMAP_THRESHOLD_="65536") > 1000  # the user's own setting stays
+
+
+def test_user_settings_are_recognised():
+    assert not allocator.user_tuned({})
+    assert allocator.user_tuned({"MALLOC_TRIM_THRESHOLD_": "0"})
+    assert allocator.user_tuned({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"})
+    assert not allocator.user_tuned({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"})
