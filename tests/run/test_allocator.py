@@ -12,9 +12,12 @@ from clipig.run import allocator
 SCRIPT = """
 import json, resource, sys, torch
 from clipig.run import threads
-if sys.argv[1] == "configure":
+from clipig.run import allocator
+if sys.argv[1] != "plain":
     threads.configure(1)
 x = torch.ones(1 << 24); del x
+if sys.argv[1] == "release":
+    allocator.release()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 x = torch.ones(1 << 24)
 print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
@@ -34,6 +37,15 @@ def test_every_entry_point_keeps_freed_memory_for_the_next_allocation():
     assert plain > 1000  # 64 MiB of 4 KiB pages, touched afresh (the test is not blind)
     assert kept < plain / 20
     assert faults("configure", MALLOC_MMAP_THRESHOLD_="65536") > 1000  # the user's own setting stays
+    assert faults("release") > 1000  # handed back at the end of a render
+
+
+def test_a_render_hands_the_kept_memory_back_at_its_end(monkeypatch):
+    from conftest import make_engine
+    released = []
+    monkeypatch.setattr(allocator, "release", lambda: released.append(True))
+    make_engine("epochs: 2\nresolution: 32\ntargets:\n  - features:\n      - text: a cat\n").run()
+    assert released == [True]
 
 
 def test_user_settings_are_recognised():

@@ -6,7 +6,8 @@ once (`mmap`), and a freed top of its heap when more than 128 KiB, so the next e
 again and the kernel zeroes each of them on its first touch. Taking every block from the heap and handing
 back only a free top of more than 1 GiB keeps those pages for reuse: 5-13% off a bf16 epoch at 224² to 448²
 (docs/benchmarks.md, "The allocator"). Elsewhere than glibc on Linux, or where the user has tuned glibc's
-allocator through its environment variables, nothing is changed.
+allocator through its environment variables, nothing is changed. `release` hands it all back when a render
+ends.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def keep_freed_memory() -> bool:
     if _kept is None:
         _kept = _mallopt() if sys.platform.startswith("linux") and not user_tuned() else False
     return _kept
+
+
+def release() -> None:
+    """Hand the freed memory back to the system where it was kept: at the end of a render, so that a process
+    that lives on (the live editor, a batch of renders) does not hold the peak of the last one."""
+    if _kept:
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def user_tuned(environ=os.environ) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config.expressions import time_variables
-from . import starts
+from . import allocator, starts
 from .passes import out_of_memory
 from .threads import positive_int
 
@@ -164,6 +164,8 @@ class Together:
                 self._fail(e, outcomes, error)
             if len(self.engines) == 1 or not isinstance(error, Exception):
                 raise
+        finally:
+            allocator.release()  # the memory the epochs reused, back to the system
         return [outcomes[e] for e in self.engines]
 
     def _end(self, engine, outcomes: dict, reason: str) -> None:
