@@ -100,14 +100,17 @@ def test_radial_polygons_start_as_the_free_ones_and_never_cross_themselves():
     assert float(turns.sum(1).max()) < 2 * math.pi  # one way round, once
 
 
-def fitted(shape: str, harmonics: int) -> bool:
-    """Whether one smooth polygon, its outline's corners trained to cover the world's drawing of a yellow
-    `shape` on blue (turned by 20 degrees, off the middle), is then read as that shape."""
-    drawn = Image.new("RGB", (64, 64), world.COLOURS["blue"])
-    thing = world.Thing(shape, world.COLOURS["yellow"], 0.45, 0.5, 0.28, 20.0)
-    ImageDraw.Draw(drawn).polygon(world.outline(thing, 64), fill=world.COLOURS["yellow"])
-    goal = torch.tensor(np.array(drawn)).permute(2, 0, 1).float() / 255
-    canvas = drawing(f"{{type: polygons, count: 1, corners: 40, harmonics: {harmonics}}}", 64, 64)
+def yellow_on_blue(draw) -> torch.Tensor:
+    """A 64×64 goal: blue, with what `draw(ImageDraw.Draw)` draws in yellow."""
+    image = Image.new("RGB", (64, 64), world.COLOURS["blue"])
+    draw(ImageDraw.Draw(image))
+    return torch.tensor(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def fit(goal: torch.Tensor, kind: str) -> np.ndarray:
+    """The pixels of one yellow polygon on blue (`kind`: its options), its outline trained by its gradient
+    from the circle it starts as to cover the yellow of `goal`."""
+    canvas = drawing(f"{{type: polygons, count: 1, corners: 40, {kind}}}", 64, 64)
     with torch.no_grad():
         canvas.fills[0].copy_(rgb("yellow") / canvas.COLOUR)
         canvas.background.copy_(rgb("blue") / canvas.COLOUR)
@@ -116,7 +119,15 @@ def fitted(shape: str, harmonics: int) -> bool:
         optimizer.zero_grad()
         (canvas.image() - goal).pow(2).sum().backward()
         optimizer.step()
-    pixels = np.asarray(to_pil(canvas.image().detach()))
+    return np.asarray(to_pil(canvas.image().detach()))
+
+
+def fitted(shape: str, harmonics: int, lowest: int = 1) -> bool:
+    """Whether a smooth polygon fitted to the world's drawing of a yellow `shape` on blue (turned by 20
+    degrees, off the middle) is then read as that shape."""
+    thing = world.Thing(shape, world.COLOURS["yellow"], 0.45, 0.5, 0.28, 20.0)
+    goal = yellow_on_blue(lambda draw: draw.polygon(world.outline(thing, 64), fill=world.COLOURS["yellow"]))
+    pixels = fit(goal, f"harmonics: {harmonics}, lowest_wave: {lowest}")
     return reading.shapes_shown(pixels, world.parse(f"a yellow {shape} on a blue background"))
 
 
@@ -127,8 +138,24 @@ def test_smooth_outlines_draw_the_world_shapes_with_enough_waves():
     assert not fitted("star", 2)
 
 
+def test_outlines_from_the_third_wave_cannot_be_stretched_into_an_oval():
+    """`lowest_wave: 3`: fitted to an oval twice as wide as high, the outline stays about as high as wide,
+    where one with every wave becomes the oval; stars and crosses are still drawn."""
+    goal = yellow_on_blue(lambda draw: draw.ellipse((10, 22, 54, 42), fill=world.COLOURS["yellow"]))
+    oval = goal[2].numpy() < 0.5  # yellow has no blue
+
+    def overlap(pixels: np.ndarray) -> float:
+        thing = pixels[..., 2] < 128
+        return (thing & oval).sum() / (thing | oval).sum()
+
+    every, balanced = (overlap(fit(goal, f"harmonics: 8, lowest_wave: {k}")) for k in (1, 3))
+    assert every > 0.9 and balanced < 0.75, (every, balanced)
+    assert fitted("star", 8, lowest=3) and fitted("cross", 8, lowest=3)
+
+
 @pytest.mark.parametrize("kind", ["polygons", "{type: polygons, squash: tanh, decorrelate: true}",
-                                  "{type: polygons, radial: true}", "{type: polygons, harmonics: 3}"])
+                                  "{type: polygons, radial: true}", "{type: polygons, harmonics: 3}",
+                                  "{type: polygons, harmonics: 5, lowest_wave: 3}"])
 def test_every_tensor_gets_a_gradient(kind):
     canvas = drawing(kind, 40, 30, image=torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(1)))
     target = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(2))

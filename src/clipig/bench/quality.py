@@ -44,6 +44,7 @@ ENSEMBLE = "model: [mini, mini-2]"  # the two rendering critics of the mini worl
 STARTS = "starts: {count: 4, epochs: 40}"
 SMOOTH = "parameterization: {type: polygons, squash: tanh, harmonics: 8, corners: 32}"
 RESIDUAL = "residual_gradient: .5"  # the skip gradient method
+WAVE3 = "parameterization: {type: polygons, squash: tanh, harmonics: 8, corners: 32, lowest_wave: 3}"
 DENSE = "parameterization: {type: pyramid, levels: 0, step: 1, upsample: cubic, squash: tanh}"  # DAS's pyramid
 # the rows of the table: name -> (reference configuration in CONFIG_DIR, YAML merged over it)
 ROWS = {
@@ -83,6 +84,8 @@ ROWS = {
     # the jitter with half the gradient through the critics' residual branches (docs/quality.md, "Residual")
     "residual": ("jitter", RESIDUAL),
     "residual-ensemble": ("jitter", ENSEMBLE + "\n" + RESIDUAL),
+    # that with outlines from the third wave on: no eggs, ovals or lenses (docs/quality.md, "Outlines")
+    "wave3-ensemble": ("jitter", ENSEMBLE + "\n" + RESIDUAL + "\n" + WAVE3),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (

@@ -260,6 +260,12 @@ class Pyramid(Parameterization):
         "smaller by its number, so the coarse ones lead. 5 to 8 waves draw circles, squares, triangles, "
         "five-pointed stars and crosses that the mini world's pixel reader recognises; `corners` should be "
         "at least four times `harmonics`. 0: the corners are free (or `radial`).")),
+    "lowest_wave": P("int", 1, check=at_least(1), doc=(
+        "With `harmonics`: the first wave of the outline (the waves run from this one up to `harmonics`). "
+        "Wave 1 makes an outline an egg, wave 2 an oval or a lens; from 3 on, an outline cannot be "
+        "stretched one way, and keeps the balance of a regular polygon, a circle, a star or a cross (in the "
+        "mini world it drew more outlines the pixel reader recognises: [quality](quality.md)). Above "
+        "`harmonics`: no waves, circles.")),
 })
 class Polygons(Parameterization):
     """The image is drawn: `count` filled polygons of `corners` corners each over a background colour, each
@@ -295,7 +301,8 @@ class Polygons(Parameterization):
         self.fills = self._zeros(count, 3)
         self.centres = torch.nn.Parameter(centres / self.GEOMETRY)
         if self.options["harmonics"]:  # the log radius's mean, and the cosine and sine of each wave
-            waves = torch.arange(1, int(self.options["harmonics"]) + 1, device=self.device).float()
+            first, last = int(self.options["lowest_wave"]), int(self.options["harmonics"])
+            waves = torch.arange(first, max(first, last + 1), device=self.device).float()
             at, self.even = turn[:, None] * waves, turn  # the corners' angles, evenly around
             self.waves = torch.cat([torch.ones_like(turn)[:, None], torch.cos(at) / waves, torch.sin(at) / waves], 1)
             self.corners = torch.nn.Parameter(torch.zeros(count, self.waves.shape[1], device=self.device))
