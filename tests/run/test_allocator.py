@@ -7,15 +7,15 @@ import pytest
 
 from clipig.run import allocator
 
-# a fresh process allocates and frees a 64 MiB tensor, then allocates it again: the page faults of the second
-# allocation say whether the freed pages were kept (a few) or handed back to the system (one per page)
+# a fresh process allocates and frees a 64 MiB tensor a few times, as epochs do, then once more: the page
+# faults of that allocation say whether the freed pages were kept (none) or handed back to the system (one a page)
 SCRIPT = """
 import json, resource, sys, torch
-from clipig.run import threads
-from clipig.run import allocator
+from clipig.run import allocator, threads
 if sys.argv[1] != "plain":
     threads.configure(1)
-x = torch.ones(1 << 24); del x
+for _ in range(3):
+    x = torch.ones(1 << 24); del x
 if sys.argv[1] == "release":
     allocator.release()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -34,10 +34,10 @@ def faults(mode: str, **environ) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_every_entry_point_keeps_freed_memory_for_the_next_allocation():
     plain, kept = faults("plain"), faults("configure")
-    assert plain > 1000  # 64 MiB of 4 KiB pages, touched afresh (the test is not blind)
+    assert plain >= 32  # 64 MiB touched afresh: a fault per page (4 KiB, or 2 MiB huge pages); not blind
     assert kept < plain / 20
-    assert faults("configure", MALLOC_MMAP_THRESHOLD_="65536") > 1000  # the user's own setting stays
-    assert faults("release") > 1000  # handed back at the end of a render
+    assert faults("configure", MALLOC_MMAP_THRESHOLD_="65536") > plain / 2  # the user's own setting stays
+    assert faults("release") > plain / 2  # handed back at the end of a render
 
 
 def test_a_render_hands_the_kept_memory_back_at_its_end(monkeypatch):
