@@ -86,7 +86,7 @@ def test_a_run_follows_residual_gradient_also_in_split_passes():
 
 @pytest.mark.parametrize("value", ["1.5", "-.1", "2 * t"])
 def test_a_factor_outside_0_to_1_names_the_parameter(value):
-    with pytest.raises(ConfigError, match="residual_gradient.*between 0 and 1"):
+    with pytest.raises(ConfigError, match=r"residual_gradient.*in the range \[0, 1\]"):
         image(f"residual_gradient={value}")
 
 

@@ -26,8 +26,9 @@ def at_least(n):
     return lambda v: None if all(x >= n for x in (v if isinstance(v, list) else [v])) else f"must be at least {n}"
 
 
-def between(lo, hi):
-    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+def in_range(low: float, high: float):
+    return lambda v: (None if all(low <= x <= high for x in (v if isinstance(v, list) else [v]))
+                      else f"must be in the range [{low}, {high}]")
 
 
 def timing(what: str, groups=TIME) -> dict[str, Param]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .errors import ConfigError, warn
-from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, between, timing
+from .params import CONSTRAINT_VARS, FEATURE_VARS, RES_TIME, TIME, at_least, in_range, timing
 from .registry import CONSTRAINTS, PARAMETERIZATIONS, TRANSFORMS, PluginSpec, Registry
 from .values import Param, Value, suggest
 
@@ -233,7 +233,7 @@ def build_schema() -> Section:
             "CPUs with bf16 instructions it makes the CLIP pass about 2.5x faster (elsewhere it is emulated and "
             "slower than fp32); images differ from fp32 only in the fine grain, and judged by the quality "
             "benchmark they are as good (docs/benchmarks.md). `fp32` gives the original's arithmetic.")),
-        "residual_gradient": Param("float", 1.0, groups=TIME, check=between(0, 1), doc=(
+        "residual_gradient": Param("float", 1.0, groups=TIME, check=in_range(0, 1), doc=(
             "A factor on the gradient that flows back through the residual branches of the models' image towers "
             "(a ViT's attention and MLP blocks, a ResNet's bottlenecks); the features are not changed. Below 1, "
             "more of the gradient takes the skip connections, and a picture that convinces the critic convinces "

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from ..config.params import TRANSFORM_VARS, at_least
+from ..config.params import TRANSFORM_VARS, at_least, in_range
 from ..config.registry import TRANSFORMS
 from ..config.values import Param
 from . import geometry as G
@@ -30,11 +30,6 @@ def P(type: str, default=None, length=None, doc: str = "", **kw) -> Param:
 
 def positive(v):
     return None if min(v if isinstance(v, list) else [v]) > 0 else "must be positive"
-
-
-def in_range(low: float, high: float):
-    return lambda v: (None if all(low <= x <= high for x in (v if isinstance(v, list) else [v]))
-                      else f"must be in the range [{low}, {high}]")
 
 
 def rgb(values, images: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ import argparse
 import math
 import os
 
+from . import allocator
+
 
 def positive_int(text: str) -> int:
     try:
@@ -38,8 +40,7 @@ def configure(threads: int | None = None) -> int:
     freed memory for reuse (`allocator`)."""
     import torch
 
-    from .allocator import keep_freed_memory
-    keep_freed_memory()
+    allocator.keep_freed_memory()
     if not threads:
         quota = cpu_quota()
         threads = min(torch.get_num_threads(), quota) if quota else None
