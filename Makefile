@@ -59,11 +59,11 @@ bench-quality: $(STAMP)
 	$(PY) -m clipig.bench --quality
 
 # The shipped mini CLIPs trained again by their documented commands (docs/mini.md), into out/mini/:
-# about 27 minutes for `mini` or `mini-2` and 13 for `mini-referee` on two cores.
+# about 27 minutes for `mini`, `mini-2` or `mini-3` and 13 for `mini-referee` on two cores.
 MINI := $(PY) -m clipig.mini.train --batch 128 --threads 2
 HARD := --steps 900 --lr 1e-3 --adversarial 1 --adversarial-steps 1 --fooled 32 --fool-steps 4 --fool-size 128
 
-mini-models: out/mini/mini.pt out/mini/mini-2.pt out/mini/mini-referee.pt
+mini-models: out/mini/mini.pt out/mini/mini-2.pt out/mini/mini-3.pt out/mini/mini-referee.pt
 
 out/mini/mini-drawn.pt: | $(STAMP)
 	$(MINI) --seed 1 --steps 2000 --lr 2e-3 -o $@
@@ -73,6 +73,10 @@ out/mini/mini-2-drawn.pt: | $(STAMP)
 	$(MINI) --seed 3 --steps 2000 --lr 2e-3 -o $@
 out/mini/mini-2.pt: out/mini/mini-2-drawn.pt
 	$(MINI) --init $< --seed 303 $(HARD) -o $@
+out/mini/mini-3-drawn.pt: | $(STAMP)
+	$(MINI) --seed 5 --steps 2000 --lr 2e-3 -o $@
+out/mini/mini-3.pt: out/mini/mini-3-drawn.pt
+	$(MINI) --init $< --seed 305 $(HARD) -o $@
 out/mini/mini-referee.pt: | $(STAMP)
 	$(MINI) --seed 2 --steps 2000 --lr 2e-3 -o $@
 

@@ -68,7 +68,8 @@ def test_every_row_is_a_valid_experiment_with_its_prompt_and_models(row):
     assert [f.text({}) for t in config.targets for f in t.features] and all(
         f.text({}) == "a green star on a red background" for t in config.targets for f in t.features)
     names = [m["name"] for m in config.model()]
-    assert names == (["mini", "mini-2"] if "ensemble" in row else ["mini"])
+    assert names == (["mini", "mini-2", "mini-3"] if row.endswith("ensemble3") else
+                     ["mini", "mini-2"] if "ensemble" in row else ["mini"])
     full = quality.experiment(row, "a green star on a red background", argparse.Namespace(
         model="mini", overrides=[], epochs=0, quick=False), 5)
     assert config.seed() == 5 and config.epochs() == round(full.epochs() * quality.QUICK_EPOCHS)

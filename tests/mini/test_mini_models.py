@@ -15,7 +15,7 @@ from clipig.critic.weights import ModelError
 from clipig.mini import evaluate, train, world
 
 
-@pytest.mark.parametrize("name", ["mini", "mini-referee"])
+@pytest.mark.parametrize("name", list(model.CHECKPOINTS))
 def test_checkpoints_are_small_checksummed_and_documented(name):
     path = model.CHECKPOINTS[name]
     info = json.loads(path.with_suffix(".json").read_text())
@@ -23,13 +23,19 @@ def test_checkpoints_are_small_checksummed_and_documented(name):
     for key in ("seed", "steps", "accuracy", "date", "command", "sha256", "train_wall_s", "train_cpu_s"):
         assert key in info, key
     assert info["command"].startswith("python -m clipig.mini.train ")
-    assert min(info["accuracy"][a] for a in ("shape", "colour", "background")) >= 0.9
+    assert min(info["accuracy"][a] for a in ("colour", "background")) >= 0.9
+    # the critic that renders first and the referee know shapes best; the other critics of ensembles less
+    assert info["accuracy"]["shape"] >= (0.9 if name in ("mini", "mini-referee") else 0.85)
 
 
-def test_the_two_models_are_trained_apart():
-    infos = [json.loads(model.CHECKPOINTS[n].with_suffix(".json").read_text()) for n in ("mini", "mini-referee")]
-    assert infos[0]["seed"] != infos[1]["seed"]
-    assert infos[0]["sha256"] != infos[1]["sha256"]
+def test_the_models_are_trained_apart():
+    """Every shipped model, and every stage of one, from a seed of its own: no critic is the referee's twin."""
+    def seeds(info):
+        return [info["seed"], *(seeds(info["init"]) if info.get("init") else [])]
+    infos = [json.loads(path.with_suffix(".json").read_text()) for path in model.CHECKPOINTS.values()]
+    every = [s for info in infos for s in seeds(info)]
+    assert len(every) == len(set(every)) >= len(infos)
+    assert len({info["sha256"] for info in infos}) == len(infos)
 
 
 def test_a_damaged_checkpoint_is_refused(tmp_path, monkeypatch):

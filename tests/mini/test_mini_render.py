@@ -81,9 +81,9 @@ def test_the_first_image_shows_its_prompt(referee, tmp_path):
     """examples/first-image.yaml (what `make run` renders) as it is. The referee ranks its prompt first among
     the 17 captions that are it or differ from it in one word. Read from the pixels as the world's tests read
     a drawn scene (`clipig.mini.reading`), the ground has the background's colour and the largest region of
-    the thing's colour has the outline of the prompt's shape. (The ranking held for 4 of 4 other seeds in bf16 and
-    in fp32 here, the outline for 4 of 4 and 3 of 4, and both for the file's own seed in bf16 and in fp32
-    with one and two threads; a seed's picture depends on the machine's float order: docs/mini.md, "The
+    the thing's colour has the outline of the prompt's shape. (The ranking and the ground held for 4 of 4 other
+    seeds in bf16 and in fp32 here, the outline for 3 of 4 in each, and all three for the file's own seed in
+    bf16 and in fp32 with one and two threads; a seed's picture depends on the machine's float order: docs/mini.md, "The
     first image".)"""
     from clipig.cli import main
     from clipig.config.loader import load

@@ -40,7 +40,8 @@ from ..files.output import to_pil
 from ..mini import reading, world
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "quality"
-ENSEMBLE = "model: [mini, mini-2]"  # the two rendering critics of the mini world
+ENSEMBLE = "model: [mini, mini-2]"  # two rendering critics of the mini world
+ENSEMBLE3 = "model: [mini, mini-2, mini-3]"  # all three
 STARTS = "starts: {count: 4, epochs: 40}"
 SMOOTH = "parameterization: {type: polygons, squash: tanh, harmonics: 8, corners: 32}"
 RESIDUAL = "residual_gradient: .5"  # the skip gradient method
@@ -86,6 +87,8 @@ ROWS = {
     "residual-ensemble": ("jitter", ENSEMBLE + "\n" + RESIDUAL),
     # that with outlines from the third wave on: no eggs, ovals or lenses (docs/quality.md, "Outlines")
     "wave3-ensemble": ("jitter", ENSEMBLE + "\n" + RESIDUAL + "\n" + WAVE3),
+    # that with a third critic (docs/quality.md, "Ensembles"): the first image's recipe
+    "wave3-ensemble3": ("jitter", ENSEMBLE3 + "\n" + RESIDUAL + "\n" + WAVE3),
 }
 DEFAULT_ROWS = ("plain", "walkthrough", "noise-blur")
 PROMPTS = (

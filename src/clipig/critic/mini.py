@@ -19,7 +19,7 @@ import torch
 from .views import OPENAI_MEAN, OPENAI_STD
 
 HERE = Path(__file__).resolve().parent / "checkpoints"
-CHECKPOINTS = {name: HERE / f"{name}.pt" for name in ("mini", "mini-2", "mini-referee")}
+CHECKPOINTS = {name: HERE / f"{name}.pt" for name in ("mini", "mini-2", "mini-3", "mini-referee")}
 TOKENIZER = "ViT-B-32"  # open_clip's name for the standard CLIP BPE tokenizer
 BPE_VOCAB = 49408
 CONTEXT = 20
@@ -109,7 +109,7 @@ class ChecksumError(Exception):
 
 
 def load(name: str) -> torch.nn.Module:
-    """A shipped checkpoint (`mini`, `mini-referee`) as an open_clip CLIP; its sha256 is checked first."""
+    """A shipped checkpoint (a name of CHECKPOINTS) as an open_clip CLIP; its sha256 is checked first."""
     path = CHECKPOINTS[name]
     info = json.loads(path.with_suffix(".json").read_text())
     data = path.read_bytes()

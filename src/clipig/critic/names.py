@@ -1,6 +1,6 @@
 """The model-name grammar, in one place: what a `model` name means, read without loading anything.
 
-  * ``mini``, ``mini-2``, ``mini-referee``: small CLIPs trained on the mini world, shipped in the package
+  * ``mini``, ``mini-2``, ``mini-3``, ``mini-referee``: small CLIPs trained on the mini world, shipped in the package
   * OpenAI names: ``RN50 ... ViT-L/14@336px``
   * open_clip ``ARCH/TAG`` names, e.g. ``ViT-B-32/laion2b_s34b_b79k``
   * ``hf-hub:ORG/NAME``: an open_clip model on the Hugging Face hub (its ``open_clip_config.json`` and weights),
