@@ -39,6 +39,30 @@ def test_an_ensembles_similarity_is_the_weighted_mean_of_its_models():
     assert abs(one - two) > 0.1  # two models trained apart
 
 
+def lens(thing, size):
+    """A lens, pointed at both ends, where the world would draw `thing`: an outline of no shape of the world."""
+    r, turn = thing.radius * size, np.radians(thing.angle)
+    t = np.linspace(-1, 1, 33)
+    x, y = np.concatenate([t, -t[1:-1]]) * 1.3, np.concatenate([1 - t ** 2, -(1 - t[1:-1] ** 2)]) * 0.6
+    return list(zip(thing.x * size + r * (x * np.cos(turn) - y * np.sin(turn)),
+                    thing.y * size + r * (x * np.sin(turn) + y * np.cos(turn))))
+
+
+def test_the_own_outline_column_says_whether_the_critic_prefers_the_picture_s_outline_to_the_world_s():
+    """A drawn square is its own best world outline (about 0); a lens where the square should be is liked less
+    than the square the world would draw in its place (below 0, by a critic that knows squares); captions
+    of several things, and pictures without the thing's colour, have no value."""
+    critic = open_critic("mini-referee")  # the model that tells shapes apart best; here only a measure
+    caption, image = scene("a purple square on a yellow background", 2)
+    assert abs(quality.own_outline_preference(critic, image, caption)) < 1
+    scene_ = world.scene_for(caption, np.random.default_rng(2))
+    lensed = evaluate.to_tensor(world.render(scene_, 64, outline_of=lens))
+    assert quality.own_outline_preference(critic, lensed, caption) < -3
+    assert quality.own_outline_preference(critic, image, world.parse("a red square on a yellow background")) is None
+    pair, image = scene("a red circle and a blue star", 2)
+    assert quality.own_outline_preference(critic, image, pair) is None
+
+
 @pytest.mark.slow
 def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys, tmp_path):
     from clipig.bench.speed import main
@@ -55,6 +79,8 @@ def test_the_table_has_a_row_per_configuration_and_the_best_top1(capsys, tmp_pat
                   if line.startswith("| configuration"))
     column = header.index("outline")  # the pixel reader's share of prompts whose shapes show
     assert all(re.fullmatch(r"\d+%", r.split("|")[column].strip()) for r in rows), rows
+    own = [r.split("|")[column + 1].strip() for r in rows]  # one single thing among the prompts: a value each
+    assert all(re.fullmatch(r"[+-]\d+\.\d", v) for v in own), own
     assert re.search(rf"^referee top-1: {best}% \(", out, re.M)
 
 

@@ -11,6 +11,9 @@ background`). Per row:
 - per attribute: the prompt beats every caption that differs from it in that attribute only;
 - outline: read from the pixels without a model (`reading.shapes_shown`), the largest region of each thing's
   colour has the outline of its shape;
+- own outline: how much more the rendering critic likes the thing's outline as drawn than the outline the
+  world would draw in its place, both painted clean (`own_outline_preference`; single things only): near 0
+  or above, the critic does not pull the drawing towards the world's shapes;
 - the critic's similarity to the prompt beside the referee's, and the referee's similarity for real scenes
   of the prompt (drawn by the world): a critic far above the referee means the picture fools the critic
   more than it shows the prompt.
@@ -123,6 +126,32 @@ def critic_similarity(critic, image: torch.Tensor, text: str) -> float:
                for c, (_, w) in zip(critic.critics, critic.select()))
 
 
+def own_outline_preference(critic, image: torch.Tensor, caption: world.Caption) -> float | None:
+    """How much more the rendering critic likes the picture's own outline of the thing than the world's:
+    the largest region of the thing's colour (as the reader finds it) and the outline the world would draw
+    that covers it best (`reading.best_outline` at the turns the world draws, `world.TURN`), each painted
+    in the named colours on the named background at the picture's size, the critic's similarity to the
+    prompt for the first minus that for the second. At 0 or above, nothing in the critic's gradient pulls
+    the drawing towards the world's outline: only other critics will. None unless the caption is one plain
+    thing of a named colour on a named background."""
+    if caption.kind != "single" or caption.texture or None in (caption.colour, caption.background):
+        return None
+    region = reading.thing_region(np.asarray(to_pil(image)), caption.colour)
+    if region is None:
+        return None
+    world_mask = reading.best_outline(region, caption.shape, np.arange(-world.TURN, world.TURN + 1, 3.0))[1]
+    thing, ground = (torch.tensor(world.COLOURS[c], dtype=torch.float32)[:, None, None] / 255
+                     for c in (caption.colour, caption.background))
+    size = image.shape[-2:]
+
+    def painted(mask: np.ndarray) -> torch.Tensor:
+        cover = torch.nn.functional.interpolate(torch.from_numpy(mask).float()[None, None], size=size,
+                                                mode="area")[0]
+        return quantize(ground + cover * (thing - ground))
+    text = caption.text()
+    return critic_similarity(critic, painted(region), text) - critic_similarity(critic, painted(world_mask), text)
+
+
 def judge(referee, critic, image: torch.Tensor, caption: world.Caption) -> dict:
     """The referee's verdict on one image [3, H, W] in [0, 1] for its prompt."""
     captions = world.space(caption)
@@ -133,7 +162,8 @@ def judge(referee, critic, image: torch.Tensor, caption: world.Caption) -> dict:
     result = {"rank": sum(v >= own for v in by_text.values()),  # ties count against the prompt
               "of": len(texts), "attributes": {},
               "referee": own, "critic": critic_similarity(critic, image, caption.text()),
-              "outline": reading.shapes_shown(np.asarray(to_pil(image)), caption)}
+              "outline": reading.shapes_shown(np.asarray(to_pil(image)), caption),
+              "own outline": own_outline_preference(critic, image, caption)}
     for slot in caption.slots():
         rivals = [by_text[v.text()] for v in world.variants(caption, slot)]
         result["attributes"].setdefault(attribute(slot), []).append(all(own > r for r in rivals))
@@ -237,6 +267,8 @@ def summary(result: dict) -> list[str]:
         cells.append(f"{sum(tests) / len(tests) * 100:.0f}%" if tests else "-")
     outlines = [x["outline"] for x in v if x.get("outline") is not None]
     cells.append(f"{sum(outlines) / len(outlines) * 100:.0f}%" if outlines else "-")
+    own = [x["own outline"] for x in v if x.get("own outline") is not None]
+    cells.append(f"{statistics.mean(own):+.1f}" if own else "-")
     cells += [f"{statistics.mean(x['critic'] for x in v):.1f}", f"{statistics.mean(x['referee'] for x in v):.1f}",
               f"{statistics.mean(x['real'] for x in v):.1f}",
               "-" if result["name"] == DRAWN else f"{result['seconds']:.1f}"]
@@ -248,8 +280,8 @@ def top1(result: dict) -> float:
 
 
 def report(results: list[dict], args, info: dict, table) -> str:
-    headers = ["configuration", "top-1", "1-word", "mean rank", *ATTRIBUTES, "outline", "critic sim", "referee sim",
-               "referee real", "s/picture"]
+    headers = ["configuration", "top-1", "1-word", "mean rank", *ATTRIBUTES, "outline", "own outline", "critic sim",
+               "referee sim", "referee real", "s/picture"]
     prompts = args.prompts or f"the {len(PROMPTS)} benchmark prompts"
     out = [f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}",
            "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),

@@ -44,25 +44,46 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~np.any(outside, axis=0) if outside else np.ones_like(mask)
 
 
-def shape_of(mask: np.ndarray) -> str | None:
-    """The shape of the world whose outline, drawn as the world draws it (same area and centre, the best of
-    its turns in steps of 3 degrees), covers the region best, by intersection over union; None when that
-    is below the shape's MATCH, that is worse than drawn scenes of the shape are read: a blob, a bean or a
-    ring is no shape of the world."""
+def best_outline(mask: np.ndarray, shape: str, turns: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """The outline of `shape` that covers the region best, by intersection over union: drawn as the world
+    draws it, with the region's area and centre, at the best of `turns` (degrees; by default every turn in
+    steps of 3 degrees). (That intersection over union, the outline's mask.)"""
     ys, xs = np.nonzero(mask)
     size, (cy, cx) = mask.shape[0], (ys.mean(), xs.mean())
-    best, found = 0.0, None
-    for shape, (area, period) in _UNIT.items():
-        radius = np.sqrt(len(xs) / area) / size
-        for angle in np.arange(0, period, 3.0):
-            outline = world.outline(world.Thing(shape, (0, 0, 0), cx / size, cy / size, radius, angle), size)
-            drawn = Image.new("L", mask.shape[::-1], 0)
-            ImageDraw.Draw(drawn).polygon(outline, fill=1)
-            drawn = np.asarray(drawn, dtype=bool)
-            overlap = (drawn & mask).sum() / (drawn | mask).sum()
-            if overlap > best:
-                best, found = overlap, shape
-    return found if found and best >= MATCH[found] else None
+    area, period = _UNIT[shape]
+    radius = np.sqrt(len(xs) / area) / size
+    best = (0.0, np.zeros_like(mask))
+    for angle in np.arange(0, period, 3.0) if turns is None else turns:
+        outline = world.outline(world.Thing(shape, (0, 0, 0), cx / size, cy / size, radius, angle), size)
+        drawn = Image.new("L", mask.shape[::-1], 0)
+        ImageDraw.Draw(drawn).polygon(outline, fill=1)
+        drawn = np.asarray(drawn, dtype=bool)
+        overlap = (drawn & mask).sum() / (drawn | mask).sum()
+        if overlap > best[0]:
+            best = (overlap, drawn)
+    return best
+
+
+def shape_of(mask: np.ndarray) -> str | None:
+    """The shape of the world whose outline covers the region best (`best_outline`); None when that is
+    below the shape's MATCH, that is worse than drawn scenes of the shape are read: a blob, a bean or a
+    ring is no shape of the world."""
+    overlap, found = max(((best_outline(mask, shape)[0], shape) for shape in world.SHAPES), key=lambda x: x[0])
+    return found if overlap >= MATCH[found] else None
+
+
+def thing_region(image: np.ndarray, colour: str) -> np.ndarray | None:
+    """The largest region of the named colour in `image` ([H, W, 3] uint8, read at READ_SIZE), its holes
+    filled; None when no pixel has that colour."""
+    regions = sorted(components(nearest_colour(at_read_size(image)) == list(world.COLOURS).index(colour)),
+                     key=np.sum, reverse=True)
+    return fill_holes(regions[0]) if regions else None
+
+
+def at_read_size(image: np.ndarray) -> np.ndarray:
+    if image.shape[:2] != (READ_SIZE, READ_SIZE):
+        image = np.asarray(Image.fromarray(image).resize((READ_SIZE, READ_SIZE), Image.BILINEAR))
+    return image
 
 
 def _unit_outlines() -> dict[str, tuple[float, float]]:
@@ -89,9 +110,7 @@ def shapes_shown(image: np.ndarray, caption: world.Caption) -> bool | None:
         things = [(caption.colour, caption.shape), (caption.colour2, caption.shape2)]
     if any(colour is None for colour, _ in things):
         return None
-    if image.shape[:2] != (READ_SIZE, READ_SIZE):
-        image = np.asarray(Image.fromarray(image).resize((READ_SIZE, READ_SIZE), Image.BILINEAR))
-    colours, names = nearest_colour(image), list(world.COLOURS)
+    colours, names = nearest_colour(at_read_size(image)), list(world.COLOURS)
     for colour in {c for c, _ in things}:
         wanted = sorted(shape for c, shape in things if c == colour)
         regions = sorted(components(colours == names.index(colour)), key=np.sum, reverse=True)[:len(wanted)]

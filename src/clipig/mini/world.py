@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 PLURALS = {s: s + ("es" if s.endswith("ss") else "s") for s in SHAPES}
+TURN = 15  # things other than circles are turned by up to this many degrees either way
 COLOURS = {
     "red": (215, 35, 35), "green": (40, 170, 60), "blue": (35, 75, 225), "yellow": (245, 220, 45),
     "white": (245, 245, 245), "black": (20, 20, 20), "purple": (140, 50, 185), "orange": (250, 140, 25),
@@ -238,7 +239,7 @@ def scene_for(caption: Caption, rng: np.random.Generator) -> Scene:
                 x, y = np.clip(centre, EXTENT * radius + 0.01, 0.99 - EXTENT * radius).tolist()
             else:
                 x, y = rng.uniform(EXTENT * radius + 0.01, 0.99 - EXTENT * radius, 2).tolist()
-            angle = 0.0 if shape == "circle" else rng.uniform(-15, 15)
+            angle = 0.0 if shape == "circle" else rng.uniform(-TURN, TURN)
             things.append(Thing(shape, _colour(colour, rng, avoid), x, y, radius, angle,
                                 striped=caption.texture == "striped"))
         if all(math.dist((a.x, a.y), (b.x, b.y)) > (a.radius + b.radius) * EXTENT + 0.03
