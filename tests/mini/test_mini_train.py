@@ -25,7 +25,8 @@ def weights(path):
 @pytest.mark.slow
 def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
     argv = ["--seed", "5", "--steps", "2", "--batch", "8", "--threads", "1", "--eval-scenes", "4",
-            "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--misshapen", "2", "--log-every", "1"]
+            "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--misshapen", "2", "--twin-weight", "1",
+            "--log-every", "1"]
     for name, workers in (("a.pt", "1"), ("b.pt", "0")):  # batches drawn by a worker process or by the training
         assert train.main([*argv, "--workers", workers, "-o", str(tmp_path / name)]) == 0
     assert train.main([*argv[:1], "6", *argv[2:], "-o", str(tmp_path / "c.pt")]) == 0
@@ -129,6 +130,20 @@ def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_
     assert all(p.grad is None for p in net.parameters())
     drawing = pool.drawings[order[0]][0]
     assert isinstance(drawing, train.Polygons) and drawing.options["squash"] == "tanh"
+
+
+def test_the_twin_loss_rewards_a_caption_that_prefers_its_drawn_scene_to_the_twin():
+    """`--twin-weight`: log 2 where scene and twin look alike to the model, less the further the twin is from
+    the caption, and its gradient moves the twin away from the caption and the scene towards it."""
+    g = torch.Generator().manual_seed(0)
+    text, drawn = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    alike = train.twin_loss(drawn, drawn.clone(), text, 20.0)
+    assert alike == pytest.approx(np.log(2), abs=1e-5)
+    assert train.twin_loss(text, -text, text, 20.0) < 1e-6  # the scene is the caption, the twin its opposite
+    twins = drawn.clone().requires_grad_()
+    scenes = drawn.clone().requires_grad_()
+    train.twin_loss(scenes, twins, text, 20.0).backward()
+    assert ((twins.grad * text).sum(-1) > 0).all() and ((scenes.grad * text).sum(-1) < 0).all()
 
 
 def test_misshapen_twins_keep_the_scene_and_lose_its_shapes():

@@ -126,6 +126,15 @@ def warped(rng: np.random.Generator):
     return outline_of
 
 
+def twin_loss(drawn: torch.Tensor, twins: torch.Tensor, text: torch.Tensor, scale) -> torch.Tensor:
+    """`--twin-weight`: each caption (text features [N, D]) against its drawn scene and the scene's warped twin
+    (image features [N, D] each), the two-way cross-entropy of its similarities to both: log 2 where the
+    model cannot tell them apart, towards 0 as the caption prefers the drawn scene."""
+    caption = F.normalize(text, dim=-1)
+    gap = ((F.normalize(twins, dim=-1) - F.normalize(drawn, dim=-1)) * caption).sum(-1)
+    return F.softplus(scale * gap).mean()
+
+
 def misshapen(seed: int, step: int, count: int, image_size: int):
     """(drawn scenes [N, 3, S, S], their coverage, their Captions, the same scenes with `warped` things): the
     model learns that a thing of no shape of the world is no picture of its caption, however right its
@@ -417,6 +426,10 @@ def train(args) -> dict:
                     pair = F.normalize(features[[*range(first, first + count), *range(at, at + count)]], dim=-1)
                     sims = 100 * (pair * F.normalize(text[first:first + count], dim=-1).repeat(2, 1)).sum(-1)
                     gaps.setdefault(name, []).append(float(sims[count:].mean() - sims[:count].mean()))
+        if args.twin_weight and len(odd):
+            first, at = len(masks) - len(odd), len(captions) + len(made)
+            loss = loss + args.twin_weight * twin_loss(features[first:first + len(odd)], features[at:at + len(odd)],
+                                                       text[first:first + len(odd)], model.logit_scale.exp())
         if args.coverage:
             loss = loss + args.coverage * coverage_loss(cover, patches[:len(masks)], masks, size["patch_size"])
         if args.probes:
@@ -452,7 +465,7 @@ def train(args) -> dict:
     info = {"seed": args.seed, "steps": args.steps, "init": _provenance_of(args.init), "batch": args.batch, "lr": args.lr, "augment": args.augment,
             "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
             "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size, "fool_turn": args.fool_turn,
-            "fool_drawing": args.fool_drawing, "misshapen": args.misshapen,
+            "fool_drawing": args.fool_drawing, "misshapen": args.misshapen, "twin_weight": args.twin_weight,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -557,6 +570,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--misshapen", type=int, default=0, metavar="N", help=(
         "also show N drawn scenes per step beside twins whose things have no shape of the world (warped "
         "outlines), the twins as pictures of no caption (default 0: none)"))
+    p.add_argument("--twin-weight", type=float, default=0.0, metavar="W", help=(
+        "with --misshapen: also this weight on each drawn scene's caption preferring the scene to its twin "
+        "(two-way cross-entropy; default 0: the twins only compete among all pictures)"))
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training (default 2)")
     p.add_argument("--workers", type=int, default=1, help=(
         "processes that draw the next batches meanwhile (default 1; 0: the training draws them itself). "
