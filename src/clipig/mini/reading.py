@@ -81,6 +81,7 @@ def thing_region(image: np.ndarray, colour: str) -> np.ndarray | None:
 
 
 def at_read_size(image: np.ndarray) -> np.ndarray:
+    """The [H, W, 3] picture at READ_SIZE (resized bilinearly unless it has that size)."""
     if image.shape[:2] != (READ_SIZE, READ_SIZE):
         image = np.asarray(Image.fromarray(image).resize((READ_SIZE, READ_SIZE), Image.BILINEAR))
     return image
