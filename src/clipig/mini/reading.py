@@ -72,12 +72,17 @@ def shape_of(mask: np.ndarray) -> str | None:
     return found if overlap >= MATCH[found] else None
 
 
+def largest_regions(colours: np.ndarray, colour: str, count: int) -> list[np.ndarray]:
+    """The `count` largest regions of the named colour (at most; holes filled) in a `nearest_colour` map."""
+    regions = sorted(components(colours == list(world.COLOURS).index(colour)), key=np.sum, reverse=True)
+    return [fill_holes(r) for r in regions[:count]]
+
+
 def thing_region(image: np.ndarray, colour: str) -> np.ndarray | None:
     """The largest region of the named colour in `image` ([H, W, 3] uint8, read at READ_SIZE), its holes
     filled; None when no pixel has that colour."""
-    regions = sorted(components(nearest_colour(at_read_size(image)) == list(world.COLOURS).index(colour)),
-                     key=np.sum, reverse=True)
-    return fill_holes(regions[0]) if regions else None
+    regions = largest_regions(nearest_colour(at_read_size(image)), colour, 1)
+    return regions[0] if regions else None
 
 
 def at_read_size(image: np.ndarray) -> np.ndarray:
@@ -111,10 +116,9 @@ def shapes_shown(image: np.ndarray, caption: world.Caption) -> bool | None:
         things = [(caption.colour, caption.shape), (caption.colour2, caption.shape2)]
     if any(colour is None for colour, _ in things):
         return None
-    colours, names = nearest_colour(at_read_size(image)), list(world.COLOURS)
+    colours = nearest_colour(at_read_size(image))
     for colour in {c for c, _ in things}:
         wanted = sorted(shape for c, shape in things if c == colour)
-        regions = sorted(components(colours == names.index(colour)), key=np.sum, reverse=True)[:len(wanted)]
-        if sorted(str(shape_of(fill_holes(r))) for r in regions) != wanted:
+        if sorted(str(shape_of(r)) for r in largest_regions(colours, colour, len(wanted))) != wanted:
             return False
     return True
