@@ -26,13 +26,17 @@ def weights(path):
 def test_a_short_training_is_reproducible_and_loads_by_its_path(tmp_path):
     argv = ["--seed", "5", "--steps", "2", "--batch", "8", "--threads", "1", "--eval-scenes", "4",
             "--adversarial", "1", "--fooled", "2", "--fool-steps", "1", "--misshapen", "2", "--twin-weight", "1",
+            "--made-weight", "1",
             "--log-every", "1"]
     for name, workers in (("a.pt", "1"), ("b.pt", "0")):  # batches drawn by a worker process or by the training
         assert train.main([*argv, "--workers", workers, "-o", str(tmp_path / name)]) == 0
     assert train.main([*argv[:1], "6", *argv[2:], "-o", str(tmp_path / "c.pt")]) == 0
-    a, b, c = (weights(tmp_path / n) for n in ("a.pt", "b.pt", "c.pt"))
+    unweighed = [arg if arg != "--made-weight" else "--twin-weight" for arg in argv]  # the pool's weight left out
+    assert train.main([*unweighed, "--workers", "1", "-o", str(tmp_path / "d.pt")]) == 0
+    a, b, c, d = (weights(tmp_path / n) for n in ("a.pt", "b.pt", "c.pt", "d.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert not all(torch.equal(a[k], d[k]) for k in a)
     critic = load_critic(str(tmp_path / "a.pt"), "cpu")
     assert critic.input_size == 64 and critic.encode_text(["a red circle"]).shape == (1, 64)
 
@@ -106,11 +110,13 @@ def test_a_made_picture_that_matches_a_caption_costs_the_model():
     assert plain < unlike < like
 
 
-def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_drawings():
+# 0: twelve free corners (`--fool-drawing`); 8: the first image's smooth outlines (`--fool-harmonics 8`)
+@pytest.mark.parametrize("harmonics", [0, 8])
+def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_drawings(harmonics):
     """`--fool-drawing`: the pool's pictures are polygon drawings moved by their own optimisers; the model's
     weights get no gradient from making them, and what the training is shown is what the drawings show."""
     net, (encode_image, encode_text) = trained_at_init()
-    pool = train.FooledDrawings(6, 64, seed=0, picture_size=96, turn=30)
+    pool = train.FooledDrawings(6, 64, seed=0, picture_size=96, turn=30, harmonics=harmonics)
 
     def similarity(images, captions):
         with torch.no_grad():
@@ -130,6 +136,8 @@ def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_
     assert all(p.grad is None for p in net.parameters())
     drawing = pool.drawings[order[0]][0]
     assert isinstance(drawing, train.Polygons) and drawing.options["squash"] == "tanh"
+    assert (drawing.options["harmonics"], drawing.options["corners"]) == ((8, 32) if harmonics else (0, 12))
+    assert drawing.options["lowest_wave"] == (3 if harmonics else 1)
 
 
 def test_the_twin_loss_rewards_a_caption_that_prefers_its_drawn_scene_to_the_twin():

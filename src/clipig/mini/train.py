@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -289,6 +290,13 @@ class Fooled:
         self.images[index] = images
         return self._shown(images)
 
+    def drawn(self, captions: list, rng: np.random.Generator, alike: bool = False) -> torch.Tensor:
+        """Drawn scenes of `captions` at the model's input; `alike` (with `--made-weight`): drawn at the pool's
+        size and resized as its pictures are shown, so that only what is drawn tells them apart."""
+        side = self.images.shape[-1] if alike else self.image_size
+        return self._shown(torch.stack([evaluate.to_tensor(world.render(world.scene_for(c, rng), side))
+                                        for c in captions]))
+
     def _shown(self, images: torch.Tensor) -> torch.Tensor:
         """Pictures at the model's input size (bilinear, antialiased)."""
         if images.shape[-1] == self.image_size:
@@ -302,14 +310,17 @@ class FooledDrawings(Fooled):
     drawing's step size (`learnrate: .15`), its colours started from noise as a render's `init: {std: .3}`. A
     model trained against them learns what a drawing that only looks like its caption to it lacks."""
 
-    def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0, turn: float = 10.0):
+    def __init__(self, size: int, image_size: int, seed: int, picture_size: int = 0, turn: float = 10.0,
+                 harmonics: int = 0):
+        self.harmonics = harmonics
         super().__init__(size, image_size, seed, picture_size, turn)
         self.drawings = [self._drawing() for _ in range(size)]
 
     def _drawing(self):
         side = self.images.shape[-1]
-        canvas = Polygons(side, side, "cpu", squash="tanh", count=3, corners=12, softness=1.0, radial=False,
-                          harmonics=0)
+        smooth = {"corners": 32, "harmonics": self.harmonics, "lowest_wave": 3} if self.harmonics else {"corners": 12}
+        canvas = Polygons(side, side, "cpu", squash="tanh", count=3, softness=1.0, radial=False,
+                          **{"harmonics": 0, "lowest_wave": 1, **smooth})
         canvas.set_image((0.5 + 0.3 * torch.randn(3, side, side, generator=self.g)).clamp(0, 1))
         return canvas, torch.optim.Adam(canvas.parameters(), lr=DRAWING_LR)
 
@@ -392,7 +403,8 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    pool = FooledDrawings if args.fool_drawing else Fooled
+    pool = (functools.partial(FooledDrawings, harmonics=args.fool_harmonics) if args.fool_drawing or args.fool_harmonics
+            else Fooled)
     fooled = (pool(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
               if args.fooled else None)
     encode_text = encoders(model, compact, tokenize)[1]
@@ -404,9 +416,7 @@ def train(args) -> dict:
         made = torch.zeros(0, *images.shape[1:])
         if fooled:  # optimiser-made pictures, and drawn scenes of their captions beside them
             made, made_captions = fooled.step(model, args.fooled, args.fool_steps, encode_text)
-            rng = np.random.default_rng([args.seed, step, 1])
-            drawn = torch.stack([evaluate.to_tensor(world.render(world.scene_for(c, rng), size["image_size"]))
-                                 for c in made_captions])
+            drawn = fooled.drawn(made_captions, np.random.default_rng([args.seed, step, 1]), bool(args.made_weight))
             images, captions = torch.cat([images, drawn]), [*captions, *made_captions]
         texts = [c.text() for c in captions]
         tokens = compact(tokenize(texts))
@@ -426,6 +436,10 @@ def train(args) -> dict:
                     pair = F.normalize(features[[*range(first, first + count), *range(at, at + count)]], dim=-1)
                     sims = 100 * (pair * F.normalize(text[first:first + count], dim=-1).repeat(2, 1)).sum(-1)
                     gaps.setdefault(name, []).append(float(sims[count:].mean() - sims[:count].mean()))
+        if args.made_weight and len(made):
+            first, at = len(captions) - len(made), len(captions)
+            loss = loss + args.made_weight * twin_loss(features[first:at], features[at:at + len(made)],
+                                                       text[first:at], model.logit_scale.exp())
         if args.twin_weight and len(odd):
             first, at = len(masks) - len(odd), len(captions) + len(made)
             loss = loss + args.twin_weight * twin_loss(features[first:first + len(odd)], features[at:at + len(odd)],
@@ -466,6 +480,7 @@ def train(args) -> dict:
             "adversarial": args.adversarial, "adversarial_steps": args.adversarial_steps,
             "fooled": args.fooled, "fool_steps": args.fool_steps, "fool_size": args.fool_size, "fool_turn": args.fool_turn,
             "fool_drawing": args.fool_drawing, "misshapen": args.misshapen, "twin_weight": args.twin_weight,
+            "fool_harmonics": args.fool_harmonics, "made_weight": args.made_weight,
             "probes": args.probes, "shape_probe": args.shape_probe, "coverage": args.coverage,
             "weight_decay": args.weight_decay, "size": size, "eval_scenes": args.eval_scenes,
             "eval_seed": evaluate.EVAL_SEED, "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
@@ -567,6 +582,13 @@ def parser() -> argparse.ArgumentParser:
         "those views of pictures of another size are turned by up to this many degrees (default 10)"))
     p.add_argument("--fool-drawing", action="store_true", help=(
         "those pictures are drawings of three polygons, as `parameterization: polygons` renders (default: pixels)"))
+    p.add_argument("--fool-harmonics", type=int, default=0, metavar="H", help=(
+        "those pictures are drawings with smooth outlines of waves 3 to H over 32 corners, the first image's "
+        "drawing (implies --fool-drawing; default 0: 12 free corners)"))
+    p.add_argument("--made-weight", type=float, default=0.0, metavar="W", help=(
+        "with --fooled: also this weight on each of those pictures' captions preferring its drawn scene to the "
+        "picture (two-way cross-entropy, as --twin-weight), the scene drawn at the pictures' size and resized "
+        "as they are (default 0: they only compete among all pictures)"))
     p.add_argument("--misshapen", type=int, default=0, metavar="N", help=(
         "also show N drawn scenes per step beside twins whose things have no shape of the world (warped "
         "outlines), the twins as pictures of no caption (default 0: none)"))
