@@ -137,7 +137,29 @@ def test_drawings_made_against_the_model_come_closer_to_their_captions_and_stay_
     drawing = pool.drawings[order[0]][0]
     assert isinstance(drawing, train.Polygons) and drawing.options["squash"] == "tanh"
     assert (drawing.options["harmonics"], drawing.options["corners"]) == ((8, 32) if harmonics else (0, 12))
-    assert drawing.options["lowest_wave"] == (3 if harmonics else 1)
+    assert drawing.options.get("lowest_wave", 1) == (3 if harmonics else 1)
+
+
+def test_the_drawn_scenes_beside_the_pool_are_shown_as_its_pictures_with_made_weight():
+    """`--made-weight`: the scene beside a pool picture is drawn at the pool's size and resized as the picture
+    is (so resizing cannot tell them apart); without it, drawn at the model's input as before."""
+    pool = train.Fooled(4, 64, seed=0, picture_size=96)
+    caption = world.parse("a red square on a blue background")
+    plain, alike = (pool.drawn([caption], np.random.default_rng(0), alike=flag) for flag in (False, True))
+    assert plain.shape == alike.shape == (1, 3, 64, 64)
+
+    def scene(side):
+        return evaluate.to_tensor(world.render(world.scene_for(caption, np.random.default_rng(0)), side))[None]
+
+    assert torch.equal(plain, scene(64))
+    assert torch.equal(alike, pool._shown(scene(96))) and not torch.equal(alike, plain)
+
+
+@pytest.mark.parametrize("argv", [["--made-weight", "1"], ["--twin-weight", "1"]])
+def test_a_weight_without_its_pictures_is_refused(argv, capsys):
+    with pytest.raises(SystemExit):
+        train.main([*argv, "-o", "unused.pt"])
+    assert "give --" in capsys.readouterr().err
 
 
 def test_the_twin_loss_rewards_a_caption_that_prefers_its_drawn_scene_to_the_twin():

@@ -318,9 +318,9 @@ class FooledDrawings(Fooled):
 
     def _drawing(self):
         side = self.images.shape[-1]
-        smooth = {"corners": 32, "harmonics": self.harmonics, "lowest_wave": 3} if self.harmonics else {"corners": 12}
-        canvas = Polygons(side, side, "cpu", squash="tanh", count=3, softness=1.0, radial=False,
-                          **{"harmonics": 0, "lowest_wave": 1, **smooth})
+        outline = ({"corners": 32, "harmonics": self.harmonics, "lowest_wave": 3} if self.harmonics
+                   else {"corners": 12, "harmonics": 0})
+        canvas = Polygons(side, side, "cpu", squash="tanh", count=3, softness=1.0, radial=False, **outline)
         canvas.set_image((0.5 + 0.3 * torch.randn(3, side, side, generator=self.g)).clamp(0, 1))
         return canvas, torch.optim.Adam(canvas.parameters(), lr=DRAWING_LR)
 
@@ -403,8 +403,8 @@ def train(args) -> dict:
                                    {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     warmup = max(1, int(args.steps * 0.1))
     g = torch.Generator().manual_seed(args.seed)
-    pool = (functools.partial(FooledDrawings, harmonics=args.fool_harmonics) if args.fool_drawing or args.fool_harmonics
-            else Fooled)
+    drawings = args.fool_drawing or args.fool_harmonics
+    pool = functools.partial(FooledDrawings, harmonics=args.fool_harmonics) if drawings else Fooled
     fooled = (pool(args.fooled * FOOL_POOL, size["image_size"], args.seed, args.fool_size, args.fool_turn)
               if args.fooled else None)
     encode_text = encoders(model, compact, tokenize)[1]
@@ -606,7 +606,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    for weight, needs in (("made_weight", "fooled"), ("twin_weight", "misshapen")):
+        if getattr(args, weight) and not getattr(args, needs):
+            p.error(f"--{weight.replace('_', '-')} weighs the pictures of --{needs}: give --{needs} N too")
     args.size, args.argv = dict(args.size), argv
     train(args)
     return 0
