@@ -429,21 +429,19 @@ def train(args) -> dict:
         features, patches = features if args.coverage else (features, None)
         loss = contrastive_loss(features, text, model.logit_scale.exp(), texts)
         image = features[:len(captions)]
-        with torch.no_grad():  # pictures of no caption: similarity to their captions minus drawn scenes' (printed)
-            for name, first, count, at in (("made", len(captions) - len(made), len(made), len(captions)),
-                                           ("odd", len(masks) - len(odd), len(odd), len(captions) + len(made))):
-                if count:
-                    pair = F.normalize(features[[*range(first, first + count), *range(at, at + count)]], dim=-1)
-                    sims = 100 * (pair * F.normalize(text[first:first + count], dim=-1).repeat(2, 1)).sum(-1)
-                    gaps.setdefault(name, []).append(float(sims[count:].mean() - sims[:count].mean()))
-        if args.made_weight and len(made):
-            first, at = len(captions) - len(made), len(captions)
-            loss = loss + args.made_weight * twin_loss(features[first:at], features[at:at + len(made)],
-                                                       text[first:at], model.logit_scale.exp())
-        if args.twin_weight and len(odd):
-            first, at = len(masks) - len(odd), len(captions) + len(made)
-            loss = loss + args.twin_weight * twin_loss(features[first:first + len(odd)], features[at:at + len(odd)],
-                                                       text[first:first + len(odd)], model.logit_scale.exp())
+        # pictures of no caption beside drawn scenes of their captions: (name, scenes at, count, pictures at, weight)
+        for name, first, count, at, weight in (
+                ("made", len(captions) - len(made), len(made), len(captions), args.made_weight),
+                ("odd", len(masks) - len(odd), len(odd), len(captions) + len(made), args.twin_weight)):
+            if not count:
+                continue
+            with torch.no_grad():  # their similarity to their captions minus the drawn scenes' (printed)
+                pair = F.normalize(features[[*range(first, first + count), *range(at, at + count)]], dim=-1)
+                sims = 100 * (pair * F.normalize(text[first:first + count], dim=-1).repeat(2, 1)).sum(-1)
+                gaps.setdefault(name, []).append(float(sims[count:].mean() - sims[:count].mean()))
+            if weight:
+                loss = loss + weight * twin_loss(features[first:first + count], features[at:at + count],
+                                                 text[first:first + count], model.logit_scale.exp())
         if args.coverage:
             loss = loss + args.coverage * coverage_loss(cover, patches[:len(masks)], masks, size["patch_size"])
         if args.probes:
