@@ -1,6 +1,9 @@
 """Shared fixtures: the tiny random CLIP, the shipped mini critics and a helper to run small experiments."""
 
-import clipig  # noqa: F401, I001  (before torch: it makes OpenMP's idle threads sleep, set before torch loads)
+import os  # noqa: I001
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # two test processes share the cores: idle threads sleep
+import clipig  # noqa: E402, F401  (before torch, so that OpenMP reads the setting above)
 
 import pytest
 import torch

@@ -3,14 +3,14 @@
 The Python API (docs/python.md): `render`, `Run`, `rate` and `ConfigError`, loaded when first used, so that
 importing a part of clipig (`clipig.config.schema`) does not load the engine."""
 
-import os
 import sys
 
 __version__ = "0.1.0"
 __all__ = ["render", "Run", "rate", "ConfigError", "__version__"]
 
-if "torch" not in sys.modules:  # OpenMP reads this once, when torch loads: idle threads sleep instead of
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning, which a shared machine punishes ~3x
+if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads: passive on a busy machine
+    from .run.threads import choose_wait_policy
+    choose_wait_policy()
 
 from . import image  # noqa: E402,F401  (fills the registries, after the OpenMP setting above)
 

@@ -44,12 +44,35 @@ def test_render_rejects_zero_threads_without_traceback(tmp_path):
     assert "--threads: must be a whole number of at least 1, got '0'" in result.stderr
 
 
+@pytest.mark.parametrize("busy, policy", [(0.0, None), (0.4, None), (0.5, "PASSIVE"), (1.7, "PASSIVE"),
+                                          (None, "PASSIVE")])
+def test_idle_openmp_threads_sleep_where_other_processes_keep_the_cores_busy(busy, policy):
+    """Quiet machine: OpenMP's default (threads spin a moment); busy or unknown: PASSIVE."""
+    environ = {}
+    assert threads.choose_wait_policy(environ, busy=lambda: busy) == policy
+    assert environ.get("OMP_WAIT_POLICY") == policy
+
+
+def test_the_users_wait_policy_is_kept_and_the_load_not_even_sampled():
+    environ = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert threads.choose_wait_policy(environ, busy=lambda: pytest.fail("sampled")) == "ACTIVE"
+
+
+def test_busy_cores_from_two_samples_of_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 5 0 5 35 5 0 0 0 0 0\n")
+    before = threads._cpu_times(str(stat))
+    assert before == (100, 80)
+    assert threads.busy_share(before, (200, 130)) == pytest.approx(0.5)  # 50 of 100 jiffies idle
+    assert threads.others_busy(str(tmp_path / "missing"), interval=0) is None
+    measured = threads.others_busy(interval=0.05)
+    assert measured is None or 0.0 <= measured <= (os.cpu_count() or 1)
+
+
 @pytest.mark.slow
-def test_idle_openmp_threads_sleep_unless_the_user_says_otherwise():
+def test_importing_clipig_keeps_a_wait_policy_the_user_set():
     code = "import clipig, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout == "PASSIVE\n"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"}
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout == "ACTIVE\n"
 
 
