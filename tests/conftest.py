@@ -2,7 +2,7 @@
 
 import os  # noqa: I001
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # two test processes share the cores: idle threads sleep
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # two test processes share the cores: idle threads sleep
 import clipig  # noqa: E402, F401  (before torch, so that OpenMP reads the setting above)
 
 import pytest
