@@ -58,13 +58,16 @@ def test_the_users_wait_policy_is_kept_and_the_load_not_even_sampled():
     assert threads.choose_wait_policy(environ, busy=lambda: pytest.fail("sampled")) == "ACTIVE"
 
 
-def test_busy_cores_from_two_samples_of_proc_stat(tmp_path):
+def test_the_cores_other_processes_keep_busy_from_proc_stat(tmp_path):
+    """Idle and iowait jiffies are no one's work; the others' busy seconds count over the wall time."""
     stat = tmp_path / "stat"
     stat.write_text("cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 5 0 5 35 5 0 0 0 0 0\n")
-    before = threads._cpu_times(str(stat))
-    assert before == (100, 80)
-    assert threads.busy_share(before, (200, 130)) == pytest.approx(0.5)  # 50 of 100 jiffies idle
-    assert threads.others_busy(str(tmp_path / "missing"), interval=0) is None
+    load = threads.OtherLoad(str(stat))
+    stat.write_text("cpu  10 0 10 9070 9010 0 0 0 0 0\n")  # only idle and iowait went on
+    assert load.cores() == 0.0
+    stat.write_text(f"cpu  {10 + 1000 * os.sysconf('SC_CLK_TCK')} 0 10 70 10 0 0 0 0 0\n")  # 1000 busy seconds
+    assert load.cores() > 100
+    assert threads.OtherLoad(str(tmp_path / "missing")).cores() is None
     measured = threads.others_busy(interval=0.05)
     assert measured is None or 0.0 <= measured <= (os.cpu_count() or 1)
 

@@ -90,31 +90,6 @@ def onednn_rate(size: int = 2048, repeats: int = 4) -> float | None:
     return 2.0 * size ** 3 / best
 
 
-class OtherLoad:
-    """How many cores other processes kept busy while we ran (from /proc/stat minus our own CPU time)."""
-
-    def __init__(self):
-        self.start = self._read()
-
-    @staticmethod
-    def _read():
-        import resource
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
-            return None
-        busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle and iowait
-        own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                  for f in ("ru_utime", "ru_stime"))
-        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own
-
-    def cores(self) -> float | None:
-        end = self._read()
-        if self.start is None or end is None or end[0] <= self.start[0]:
-            return None
-        return max(0.0, ((end[1] - self.start[1]) - (end[2] - self.start[2])) / (end[0] - self.start[0]))
-
-
 class Peak:
     """The machine's float32 and bfloat16 GEMM peaks: the best of samples taken all through the run (next to
     every CLIP measurement), so a busy spell of the machine does not lower them and a quiet one is not missed.
@@ -669,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..critic.models import load_critic
     configs = find_configs(args.configs, args)
     partner = ensemble_partner(args.model)
-    load = OtherLoad()
+    load = threads.OtherLoad()
     info = machine()
     print(f"clipig bench: {len(configs)} configurations, model {args.model}, {info['cpu']}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)

@@ -73,26 +73,37 @@ def choose_wait_policy(environ=os.environ, busy=None) -> str | None:
     return environ.get("OMP_WAIT_POLICY")
 
 
-def others_busy(stat: str = "/proc/stat", interval: float = 0.1) -> float | None:
-    """Cores that other processes keep busy now: the machine's busy share over `interval` seconds, while this
-    process waits, times its cores; None where /proc/stat cannot be read."""
+def others_busy(interval: float = 0.1) -> float | None:
+    """Cores that other processes keep busy now: `OtherLoad` over `interval` seconds while this process waits."""
     import time
-    try:
-        before = _cpu_times(stat)
-        time.sleep(interval)
-        return busy_share(before, _cpu_times(stat)) * (os.cpu_count() or 1)
-    except (OSError, ValueError, IndexError, ZeroDivisionError):
-        return None
+    load = OtherLoad()
+    time.sleep(interval)
+    return load.cores()
 
 
-def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """The share of CPU time not idle between two (total, idle) samples of /proc/stat."""
-    total, idle = after[0] - before[0], after[1] - before[1]
-    return 1.0 - idle / total
+class OtherLoad:
+    """How many cores other processes kept busy while we ran (from /proc/stat minus our own CPU time); None
+    where that file cannot be read."""
 
+    def __init__(self, stat: str = "/proc/stat"):
+        self.stat = stat
+        self.start = self._read()
 
-def _cpu_times(stat: str) -> tuple[int, int]:
-    """(total, idle + iowait) jiffies of all CPUs, from the first line of /proc/stat."""
-    with open(stat) as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values), values[3] + values[4]
+    def _read(self):
+        import resource
+        import time
+        try:
+            with open(self.stat) as f:
+                fields = f.readline().split()[1:]
+        except OSError:
+            return None
+        busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4))  # all but idle and iowait
+        own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for f in ("ru_utime", "ru_stime"))
+        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own
+
+    def cores(self) -> float | None:
+        end = self._read()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        return max(0.0, ((end[1] - self.start[1]) - (end[2] - self.start[2])) / (end[0] - self.start[0]))
